@@ -1,0 +1,146 @@
+"""How fast does this machine train ConvNet-3, compared with its matmul peak?
+
+Prints the fp32 matmul rate (the practical ceiling), then the ConvNet-3 training-step
+throughput (forward + cross-entropy + backward + SGD momentum 0.9, wd 5e-4) in eager NCHW,
+eager channels_last and torch.compile, as images/s, effective GFLOP/s and fraction of the
+matmul peak. Effective FLOPs are counted from the layer shapes (convs and linear, 2 per
+multiply-add) and a train step is taken as 3x the forward. Use the numbers to size presets.
+
+    python benchmarks/bench_models.py [--steps 8] [--batch 256] [--width 128] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ddlnl.models import create_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(n: int, device: torch.device, repeats: int = 5) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of an n x n matmul."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    torch.mm(a, b, out=c)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def forward_flops(net: nn.Module, x: torch.Tensor) -> tuple[int, list[tuple[str, int]]]:
+    """FLOPs of one image's forward pass (convs + linear), with a per-layer breakdown."""
+    rows: list[tuple[str, int]] = []
+
+    def hook(name):
+        def count(mod, inp, out):
+            if isinstance(mod, nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+                rows.append((name, 2 * k * out[0].numel()))
+            else:
+                rows.append((name, 2 * mod.in_features * mod.out_features))
+
+        return count
+
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in net.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        net(x[:1])
+    for h in handles:
+        h.remove()
+    return sum(f for _, f in rows), rows
+
+
+def time_train_steps(net, x, y, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds of the first step, median seconds of ``steps`` later steps)."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    times = []
+    for _ in range(1 + warmup + steps):
+        sync(x.device)
+        t0 = time.perf_counter()
+        step()
+        sync(x.device)
+        times.append(time.perf_counter() - t0)
+    return times[0], statistics.median(times[1 + warmup :])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=8, help="timed train steps per variant")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    peak = 0.0
+    for n in (2048, 4096):
+        rate = matmul_gflops(n, device)
+        peak = max(peak, rate)
+        print(f"fp32 matmul {n}x{n}: {rate:.1f} GFLOP/s (best of 5)")
+
+    def build():
+        torch.manual_seed(0)
+        return create_model("convnet", 10, width=args.width, depth=3, norm="instance").to(device)
+
+    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    y = torch.randint(10, (args.batch,), device=device)
+    fwd, rows = forward_flops(build(), x)
+    train = 3 * fwd
+    breakdown = ", ".join(f"{n} {f / 1e6:.2f}M" for n, f in rows)
+    print(f"ConvNet-3 w{args.width} IN, 32 px: forward {fwd / 1e6:.1f} MFLOP/image ({breakdown})")
+    print(f"train step = 3x forward = {train / 1e6:.1f} MFLOP/image, batch {args.batch}\n")
+
+    variants = [("eager NCHW", False, False), ("eager channels_last", True, False)]
+    if not args.no_compile:
+        variants.append(("torch.compile NCHW", False, True))
+    results = []
+    for label, channels_last, compiled in variants:
+        net, xb = build(), x
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+            xb = x.to(memory_format=torch.channels_last)
+        if compiled:
+            net = torch.compile(net)
+        first, step_s = time_train_steps(net, xb, y, args.steps, warmup=2 if compiled else 1)
+        ips = args.batch / step_s
+        gf = ips * train / 1e9
+        note = f"first step (compile) {first:.1f} s" if compiled else ""
+        results.append((label, step_s * 1e3, ips, gf, gf / peak, note))
+        print(f"  {label}: {ips:.0f} img/s", flush=True)
+
+    print(f"\nmatmul peak: {peak:.1f} GFLOP/s\n")
+    print("| variant | ms/step | train img/s | effective GFLOP/s | of matmul peak | note |")
+    print("|---|---|---|---|---|---|")
+    for label, ms, ips, gf, frac, note in results:
+        print(f"| {label} | {ms:.0f} | {ips:.0f} | {gf:.1f} | {frac:.0%} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Label-noise models: one transition matrix per model, one seeded realisation.
+
+Synthetic noise is realised the way the paper's code (DD_LNL ``utils_noise.py``) does it:
+each sample in dataset order draws its noisy label with
+``RandomState(seed).multinomial(1, P[clean_label])``, so for seed 0 and the official train
+order the noisy labels are the paper's. Unlike the paper's code, the seed is honoured.
+
+Models (``N`` samples, ``C`` classes, nominal rate ``n``):
+
+- ``symmetric``: to a uniformly chosen *other* class (P = n/(C-1) off the diagonal);
+  realised rate ≈ n. The paper's and Co-teaching's convention.
+- ``symmetric_inclusive``: to a uniformly chosen class, possibly the true one (P = n/C);
+  realised rate ≈ n(C-1)/C. DivideMix's convention.
+- ``asymmetric``: CIFAR-10 truck→automobile, bird→airplane, cat↔dog, deer→horse with
+  probability n (the other five classes are untouched, so the overall rate ≈ n/2);
+  CIFAR-100: each class to the next class of its superclass (cyclically) with probability n.
+  The paper's code omits ``mouse`` from ``small_mammals`` so class 50 never flips; here all
+  five subclasses of every superclass take part (documented fix).
+- ``pairflip``: class i to class (i+1) mod C with probability n.
+- Human label sets (CIFAR-10N ``aggre``, ``random1..3``, ``worst``; CIFAR-100N ``noisy100``):
+  read from the official files; the rate is whatever the annotators produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ddlnl.errors import ConfigError
+
+SYNTHETIC_NOISE = ("clean", "symmetric", "symmetric_inclusive", "asymmetric", "pairflip")
+HUMAN_NOISE = ("aggre", "random1", "random2", "random3", "worst", "noisy100")
+NOISE_TYPES = SYNTHETIC_NOISE + HUMAN_NOISE
+
+# CIFAR-10 structured flips (source -> target), DD_LNL / Co-teaching convention.
+CIFAR10_ASYMMETRIC_FLIPS = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """What noise to apply: a model name, its nominal rate and the realisation seed."""
+
+    type: str = "symmetric"
+    rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.type not in NOISE_TYPES:
+            raise ConfigError(f"unknown noise type {self.type!r}", f"use one of: {', '.join(NOISE_TYPES)}")
+        rate = float(self.rate)
+        if not (0.0 <= rate < 1.0) or rate != rate:
+            raise ConfigError(f"noise rate {self.rate!r} is outside [0, 1)", "pass a rate such as 0.2, 0.4 or 0.8")
+        if self.type in HUMAN_NOISE and rate != 0.0:
+            raise ConfigError(
+                f"noise {self.type!r} is a human label set; its rate is fixed by the label file",
+                "drop --rate (or set it to 0) for CIFAR-N label sets",
+            )
+        if self.type == "clean" and rate != 0.0:
+            raise ConfigError("noise 'clean' takes no rate", "drop --rate or choose a synthetic noise model")
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def is_human(self) -> bool:
+        return self.type in HUMAN_NOISE
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe tag, e.g. ``symmetric-0.4-s0`` or ``worst``."""
+        if self.is_human or self.type == "clean":
+            return self.type
+        return f"{self.type}-{self.rate:g}-s{self.seed}"
+
+
+@dataclass
+class NoisyLabels:
+    """One realisation of noisy training labels, with how it was made and what it turned out to be."""
+
+    labels: np.ndarray  # int64 (N,)
+    spec: NoiseSpec
+    nominal_rate: float
+    actual_rate: float
+    transition: np.ndarray  # realised (C, C): row i = distribution of noisy labels of true class i
+
+    def summary(self) -> dict:
+        return {
+            "type": self.spec.type,
+            "nominal_rate": round(float(self.nominal_rate), 6),
+            "actual_rate": round(float(self.actual_rate), 6),
+            "transition": np.round(self.transition, 4).tolist(),
+            "seed": self.spec.seed,
+        }
+
+
+def transition_matrix(noise: str, rate: float, num_classes: int, dataset: str = "") -> np.ndarray:
+    """The nominal (C, C) transition matrix P[true, noisy] of a synthetic noise model."""
+    C, n = num_classes, float(rate)
+    if noise == "clean" or n == 0.0:
+        return np.eye(C)
+    if noise == "symmetric":
+        P = np.full((C, C), n / (C - 1))
+        np.fill_diagonal(P, 1.0 - n)
+        return P
+    if noise == "symmetric_inclusive":
+        return np.full((C, C), n / C) + (1.0 - n) * np.eye(C)
+    if noise == "pairflip":
+        P = (1.0 - n) * np.eye(C)
+        P[np.arange(C), (np.arange(C) + 1) % C] += n
+        return P
+    if noise == "asymmetric":
+        return _asymmetric_matrix(n, C, dataset)
+    raise ConfigError(f"{noise!r} has no transition matrix", "human label sets are read from their files")
+
+
+def _asymmetric_matrix(n: float, C: int, dataset: str) -> np.ndarray:
+    P = np.eye(C)
+    if dataset == "cifar10" and C == 10:
+        for s, t in CIFAR10_ASYMMETRIC_FLIPS.items():
+            P[s, s], P[s, t] = 1.0 - n, n
+        return P
+    if dataset == "cifar100" and C == 100:
+        from ddlnl.data.cifar import CIFAR100_SUPERCLASS_OF_FINE
+
+        superclass = np.asarray(CIFAR100_SUPERCLASS_OF_FINE)
+        for sc in np.unique(superclass):
+            members = np.flatnonzero(superclass == sc)  # ascending fine index = alphabetical
+            for i, s in enumerate(members):
+                t = members[(i + 1) % len(members)]
+                P[s, s], P[s, t] = 1.0 - n, n
+        return P
+    raise ConfigError(
+        f"asymmetric noise is defined for cifar10 and cifar100 only, not {dataset!r}",
+        "use --noise pairflip for a structured flip on other datasets",
+    )
+
+
+def realise(clean_labels: np.ndarray, P: np.ndarray, seed: int) -> np.ndarray:
+    """Draw one noisy label per sample, in order, with ``RandomState(seed).multinomial``."""
+    rng = np.random.RandomState(seed)
+    noisy = np.empty_like(clean_labels, dtype=np.int64)
+    if not np.allclose(P.sum(axis=1), 1.0):
+        raise ValueError("transition matrix rows must sum to 1")
+    for i, y in enumerate(clean_labels):  # sequential, so a given seed reproduces the paper's draw
+        noisy[i] = int(np.argmax(rng.multinomial(1, P[y], 1)[0]))
+    return noisy
+
+
+def empirical_transition(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (clean, noisy), 1)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def make_noisy_labels(
+    dataset: str,
+    clean_labels: np.ndarray,
+    num_classes: int,
+    spec: NoiseSpec,
+    *,
+    data_root: str | Path | None = None,
+    train_index: np.ndarray | None = None,
+) -> NoisyLabels:
+    """Realise ``spec`` on ``clean_labels`` (the training split of ``dataset``).
+
+    For human label sets, ``train_index`` maps a subsampled training split (long-tailed or
+    reduced) back to positions in the full label file.
+    """
+    clean_labels = np.asarray(clean_labels, dtype=np.int64)
+    if spec.is_human:
+        from ddlnl.data.cifarn import load_human_labels
+        from ddlnl.data.registry import load_dataset, resolve_data_root
+
+        root = resolve_data_root(data_root)
+        full_clean = load_dataset(dataset, root).train.labels
+        full_noisy = load_human_labels(dataset, spec.type, root, full_clean)
+        nominal = float(np.mean(full_noisy != full_clean))
+        idx = np.arange(len(full_clean)) if train_index is None else np.asarray(train_index)
+        noisy = full_noisy[idx].astype(np.int64)
+    else:
+        P = transition_matrix(spec.type, spec.rate, num_classes, dataset)
+        noisy = realise(clean_labels, P, spec.seed)
+        nominal = spec.rate
+    return NoisyLabels(
+        labels=noisy,
+        spec=spec,
+        nominal_rate=nominal,
+        actual_rate=float(np.mean(noisy != clean_labels)) if len(noisy) else 0.0,
+        transition=empirical_transition(clean_labels, noisy, num_classes),
+    )
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """A short content hash of a label array (keys caches of experts and realisations)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def format_transition(T: np.ndarray, classes=None) -> str:
+    """The transition matrix as an aligned text table (rows: true class, columns: noisy)."""
+    C = T.shape[0]
+    names = [str(c)[:6] for c in (classes or range(C))]
+    width = max(6, max(len(n) for n in names))
+    lines = [" " * width + " " + " ".join(f"{n:>{width}}" for n in names)]
+    for i in range(C):
+        lines.append(f"{names[i]:>{width}} " + " ".join(f"{T[i, j]:>{width}.3f}" for j in range(C)))
+    return "\n".join(lines)
+
+
+def spec_dict(spec: NoiseSpec) -> dict:
+    return asdict(spec)

@@ -1,0 +1,26 @@
+"""``random``: real images drawn at random from each noisy class.
+
+The control shown beside every distilled result: what IPC real images per class give
+without any distillation, under the same evaluation recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.synset import SyntheticSet
+from ddlnl.utils.runtime import generator
+
+
+@register_distiller
+class RandomReal(Distiller):
+    name = "random"
+
+    @dataclass
+    class Options:
+        pass
+
+    def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        images, labels = ctx.random_real(ipc, generator(ctx.seed))
+        return SyntheticSet(images, labels, ctx.preprocess)

@@ -1,0 +1,103 @@
+"""The one evaluation protocol: train fresh networks on a set, test on the clean test set.
+
+Final-epoch accuracy, mean ± std over ``runs`` freshly initialised networks, plus
+per-class accuracy and the confusion matrix (needed to see where asymmetric noise and
+long-tailed classes go). Best-of-test numbers are never reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddlnl.models import create_model
+from ddlnl.train import TrainConfig, train_network
+from ddlnl.utils.runtime import generator as make_generator
+
+
+@dataclass
+class EvalResult:
+    acc_mean: float
+    acc_std: float
+    accs: list[float]
+    per_class: list[float]  # mean over runs, one entry per class
+    confusion: list[list[int]]  # summed over runs; rows true class, columns prediction
+    runs: int
+    seconds: float
+    images_processed: int = 0
+    train: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def test_predictions(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes of ``net`` on preprocessed images ``x``."""
+    net.eval()
+    device = next(net.parameters()).device
+    preds = [net(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, x.shape[0], batch_size)]
+    net.train()
+    return torch.cat(preds)
+
+
+def accuracy_report(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Overall accuracy, per-class accuracy (recall) and the confusion matrix."""
+    t, p = target.cpu().numpy().astype(np.int64), pred.cpu().numpy().astype(np.int64)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (t, p), 1)
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    return float((t == p).mean()), per_class, confusion
+
+
+def build_model(model_cfg: dict, num_classes: int, image_size: int) -> nn.Module:
+    cfg = dict(model_cfg)
+    return create_model(cfg.pop("name"), num_classes, image_size=image_size, **cfg)
+
+
+def evaluate_set(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    model: dict,
+    train: TrainConfig,
+    runs: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    desc: str = "eval",
+) -> EvalResult:
+    """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set."""
+    start = time.perf_counter()
+    accs, per_class, confusion, processed = [], [], np.zeros((num_classes, num_classes), dtype=np.int64), 0
+    for r in range(runs):
+        torch.manual_seed(seed * 1000 + r)
+        net = build_model(model, num_classes, images.shape[-1]).to(device)
+        stats = train_network(
+            net, images, labels, train, generator=make_generator(seed * 1000 + r), progress=progress, desc=f"{desc} {r + 1}/{runs}"
+        )
+        processed += stats.images_processed
+        acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
+        accs.append(acc)
+        per_class.append(pc)
+        confusion += conf
+    return EvalResult(
+        acc_mean=float(np.mean(accs)),
+        acc_std=float(np.std(accs)),
+        accs=[float(a) for a in accs],
+        per_class=[float(v) for v in np.mean(per_class, axis=0)],
+        confusion=confusion.tolist(),
+        runs=runs,
+        seconds=time.perf_counter() - start,
+        images_processed=processed,
+        train=train.to_dict(),
+        model=dict(model),
+    )

@@ -1,0 +1,57 @@
+"""``ddlnl evaluate``: the common protocol applied to any saved synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ddlnl.data.preprocess import Preprocessor
+from ddlnl.data.registry import load_dataset, resolve_data_root
+from ddlnl.errors import ConfigError
+from ddlnl.evaluate import evaluate_set
+from ddlnl.experiment import stratified_subsample
+from ddlnl.presets import apply_overrides, load_preset
+from ddlnl.synset import SyntheticSet
+from ddlnl.train import TrainConfig
+from ddlnl.utils.runtime import resolve_device, seed_everything
+
+
+def evaluate_file(args) -> dict:
+    synset = SyntheticSet.load(args.set)
+    meta = synset.meta
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise ConfigError(f"{args.set} does not say which dataset it was distilled from", "pass --dataset, e.g. --dataset cifar10")
+    preset, _ = apply_overrides(load_preset(args.preset or meta.get("preset") or "quick"), args.overrides)
+    if args.runs is not None and args.runs < 1:
+        raise ConfigError(f"--runs must be at least 1, got {args.runs}", "pass --runs 1 or more")
+    runs = args.runs or preset["evaluation"].get("runs", 1)
+    root = resolve_data_root(args.data_root)
+    splits = load_dataset(dataset, root, imbalance=meta.get("imbalance"), seed=meta.get("seed", 0))
+    pre = synset.preprocess
+    if meta.get("format") == "datm":
+        pre = Preprocessor(args.preprocess or "zca").fit(splits.train.images)
+    elif args.preprocess and args.preprocess != pre.kind:
+        raise ConfigError(f"{args.set} was made with {pre.kind!r} preprocessing, not {args.preprocess!r}", "drop --preprocess")
+    test = splits.test
+    if preset["data"].get("test_size"):
+        test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), args.seed))
+    if synset.images.shape[-1] != test.image_size:
+        raise ConfigError(f"{args.set} holds {synset.images.shape[-1]} px images but {dataset} has {test.image_size} px images",
+                          "pass the --dataset the set was distilled from")
+    num_classes = splits.num_classes
+    labels = synset.hard_labels() if args.hard_labels else synset.labels
+    if int(synset.hard_labels().max()) >= num_classes or (labels.ndim == 2 and labels.shape[1] != num_classes):
+        raise ConfigError(f"{args.set} has labels for more classes than {dataset}'s {num_classes}", "pass the right --dataset")
+    seed_everything(args.seed)
+    ev = preset["evaluation"]
+    lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
+    result = evaluate_set(
+        synset.images, labels,
+        test_images=pre.apply_uint8(test.images), test_labels=torch.as_tensor(test.labels, dtype=torch.long),
+        num_classes=num_classes, model=preset["model"], train=TrainConfig.from_dict(ev["train"], **lr),
+        runs=runs, seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress, desc="evaluate",
+    )
+    return result.to_dict() | {"set": str(Path(args.set)), "preset": preset["name"], "dataset": dataset,
+                               "label_kind": "hard" if args.hard_labels else synset.label_kind}

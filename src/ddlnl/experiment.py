@@ -1,0 +1,125 @@
+"""Prepared data for one experiment: splits, noisy labels and preprocessed tensors.
+
+Built once per (dataset, noise, seed, preset data section) and shared by the baseline,
+the random control and every distiller, so all of them read the same noise realisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddlnl.data.noise import NoiseSpec, NoisyLabels, labels_digest, make_noisy_labels
+from ddlnl.data.preprocess import Preprocessor
+from ddlnl.data.registry import load_dataset, resolve_data_root
+from ddlnl.data.types import DatasetSplits
+from ddlnl.errors import ConfigError
+
+
+@dataclass
+class PreparedData:
+    dataset: str
+    splits: DatasetSplits
+    noisy: NoisyLabels
+    preprocess: Preprocessor
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    @property
+    def y_train_noisy(self) -> torch.Tensor:
+        return torch.as_tensor(self.noisy.labels, dtype=torch.long)
+
+
+def per_class_subsample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` seeded random samples of each class."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    classes = np.unique(labels)
+    return per_class_subsample(labels, max(1, size // len(classes)), seed)
+
+
+def prepare_data(
+    dataset: str,
+    noise: NoiseSpec,
+    preset: dict,
+    *,
+    data_root=None,
+    imbalance: float | None = None,
+    seed: int = 0,
+    saved_noise: Path | None = None,
+) -> PreparedData:
+    """Load, subsample, add noise and preprocess. ``saved_noise`` reuses a saved realisation."""
+    root = resolve_data_root(data_root)
+    splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
+    data_cfg = preset.get("data", {})
+    train_index = splits.train_index if splits.train_index is not None else np.arange(len(splits.train))
+    train, test = splits.train, splits.test
+    if data_cfg.get("train_per_class"):
+        keep = per_class_subsample(train.labels, int(data_cfg["train_per_class"]), seed)
+        train, train_index = train.subset(keep), train_index[keep]
+    if data_cfg.get("test_size"):
+        test = test.subset(stratified_subsample(test.labels, int(data_cfg["test_size"]), seed))
+    splits = DatasetSplits(splits.name, train, test, splits.source, train_index)
+    noisy = load_saved_noise(saved_noise, noise, train.labels) if saved_noise else None
+    if noisy is None:
+        noisy = make_noisy_labels(dataset, train.labels, train.num_classes, noise, data_root=root, train_index=train_index)
+    pre = Preprocessor(preset.get("preprocess", "normalize")).fit(train.images)
+    return PreparedData(
+        dataset=dataset,
+        splits=splits,
+        noisy=noisy,
+        preprocess=pre,
+        x_train=pre.apply_uint8(train.images),
+        x_test=pre.apply_uint8(test.images),
+        y_test=torch.as_tensor(test.labels, dtype=torch.long),
+    )
+
+
+def save_noise(folder: Path, data: PreparedData) -> None:
+    """Write the realisation (labels + summary) so every later stage and rerun reads the same one."""
+    from ddlnl.utils.io import write_json, write_npy
+
+    write_npy(folder / "noisy_labels.npy", data.noisy.labels)
+    summary = data.noisy.summary() | {"clean_labels_sha": labels_digest(data.splits.train.labels)}
+    write_json(folder / "noise.json", summary)
+
+
+def load_saved_noise(folder: Path, spec: NoiseSpec, clean: np.ndarray) -> NoisyLabels | None:
+    """The realisation saved in ``folder`` if it was made from the same spec and clean labels."""
+    import json
+
+    from ddlnl.data.noise import empirical_transition
+
+    labels_file, summary_file = folder / "noisy_labels.npy", folder / "noise.json"
+    if not (labels_file.exists() and summary_file.exists()):
+        return None
+    summary = json.loads(summary_file.read_text())
+    if summary.get("clean_labels_sha") != labels_digest(clean) or summary.get("type") != spec.type or summary.get("seed") != spec.seed:
+        return None
+    if not spec.is_human and abs(summary.get("nominal_rate", -1) - spec.rate) > 1e-9:
+        return None
+    labels = np.load(labels_file, allow_pickle=False).astype(np.int64)
+    if labels.shape != clean.shape:
+        raise ConfigError(f"{labels_file} has {labels.shape[0]} labels for {clean.shape[0]} images", "delete it to realise the noise again")
+    C = int(max(clean.max(), labels.max())) + 1
+    return NoisyLabels(labels, spec, summary["nominal_rate"], float(np.mean(labels != clean)), empirical_transition(clean, labels, C))
+
+
+def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbalance: float | None = None, seed: int = 0):
+    """The training split and one noise realisation, without preprocessing (``ddlnl noise``)."""
+    root = resolve_data_root(data_root)
+    splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
+    noisy = make_noisy_labels(dataset, splits.train.labels, splits.num_classes, noise, data_root=root, train_index=splits.train_index)
+    return splits, noisy

@@ -1,0 +1,158 @@
+"""The one trainer: every network ddlnl trains goes through :func:`train_network`.
+
+Baselines on the full noisy set, expert networks, and evaluation networks trained on a
+distilled set all use it, so that a difference between two numbers in a table is a
+difference in data, never in training code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddlnl.errors import ConfigError, check_choice
+
+SCHEDULES = ("cosine", "step", "constant")
+AUGMENTS = ("dsa", "crop_flip", "none")
+
+
+@dataclass
+class TrainConfig:
+    """How to train one network. ``step`` multiplies the lr by 0.1 at half of training (DC/MTT/DATM)."""
+
+    epochs: int = 300
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    augment: str = "dsa"
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+
+    def __post_init__(self):
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("augmentation", self.augment, AUGMENTS)
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}", f"set {name} to 1 or more")
+        for name in ("lr", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} must be a non-negative number, got {v!r}", f"set {name} to e.g. 0.01")
+        if self.lr == 0:
+            raise ConfigError("lr must be positive, got 0", "set lr to e.g. 0.01")
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown training option(s): {', '.join(sorted(unknown))}",
+                f"valid options: {', '.join(sorted(known))}",
+            )
+        return cls(**{**d, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainStats:
+    """What a training run cost and how its loss went."""
+
+    epoch_losses: list[float] = field(default_factory=list)
+    images_processed: int = 0  # forward passes over training images
+    seconds: float = 0.0
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against softmax(target_logits): DATM's learned-soft-label loss."""
+    return -(F.softmax(target_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Hard labels (int64, (N,)) → cross-entropy; soft labels (float, (N, C) logits) → soft CE."""
+    if labels.dtype == torch.long:
+        return F.cross_entropy(logits, labels)
+    return soft_cross_entropy(logits, labels)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * (0.1 if epoch >= cfg.epochs // 2 and cfg.epochs > 1 else 1.0)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def augment_batch(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    from ddlnl import augment
+
+    if cfg.augment == "dsa":
+        return augment.dsa(x, cfg.dsa_strategy, generator=generator)
+    if cfg.augment == "crop_flip":
+        return augment.crop_flip(x, generator=generator)
+    return x
+
+
+def train_network(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    epoch_callback=None,
+) -> TrainStats:
+    """Train ``net`` in place on preprocessed ``images`` (N, 3, H, W) with SGD.
+
+    ``labels`` are int64 class indices or float (N, C) soft-label logits. Batches are drawn
+    from a fresh permutation each epoch; the last partial batch is kept. ``epoch_callback``
+    (if given) is called as ``epoch_callback(epoch, net)`` after every epoch.
+    """
+    from tqdm.auto import tqdm
+
+    if images.shape[0] != labels.shape[0]:
+        raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels", "pass one label per image")
+    if images.shape[0] == 0:
+        raise ConfigError("cannot train on an empty set", "check the dataset and IPC")
+    device = next(net.parameters()).device
+    images, labels = images.to(device), labels.to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    n = images.shape[0]
+    stats = TrainStats()
+    start = time.perf_counter()
+    net.train()
+    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        order = torch.randperm(n, generator=generator, device="cpu").to(device)
+        total, count = 0.0, 0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            x = augment_batch(images[idx], cfg, generator)
+            loss = label_loss(net(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.numel()
+            count += idx.numel()
+        stats.epoch_losses.append(total / count)
+        stats.images_processed += n
+        if not math.isfinite(stats.epoch_losses[-1]):
+            raise FloatingPointError(f"training loss became {stats.epoch_losses[-1]} at epoch {epoch}")
+        bar.set_postfix(loss=f"{stats.epoch_losses[-1]:.3f}")
+        if epoch_callback is not None:
+            epoch_callback(epoch, net)
+    stats.seconds = time.perf_counter() - start
+    return stats

@@ -1,0 +1,62 @@
+"""Seeds, devices and version stamps shared by every command."""
+
+from __future__ import annotations
+
+import platform
+import random
+
+import numpy as np
+import torch
+
+from ddlnl.errors import ConfigError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch from one run seed."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """CUDA when present, else CPU; an explicit ``device`` wins."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"invalid device {device!r} ({e})", "use cpu, cuda, cuda:0 or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available", "use --device cpu")
+    return dev
+
+
+def versions() -> dict:
+    import ddlnl
+
+    out = {
+        "ddlnl": ddlnl.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import kornia
+
+        out["kornia"] = kornia.__version__
+    except Exception:  # pragma: no cover - kornia is a dependency, this is just a stamp
+        pass
+    return out
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info

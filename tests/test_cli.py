@@ -1,0 +1,137 @@
+"""The CLI as a user meets it: subprocesses, exit codes, messages, no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL = os.environ.get("DDLNL_DATA")
+needs_real = pytest.mark.skipif(not (REAL and Path(REAL, "cifar10").exists()), reason="needs $DDLNL_DATA with cifar10/")
+
+
+def ddlnl(*args, env=None, timeout=300):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ddlnl.cli", *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def assert_clean_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A small CIFAR-10 in the npz layout, with a matching CIFAR-10N label file."""
+    from tests.data.fixtures import write_cifar10_npz, write_cifar10n_npz
+
+    labels = write_cifar10_npz(tmp_path, n_train_per_class=12, n_test_per_class=4)
+    write_cifar10n_npz(tmp_path, labels)
+    return tmp_path
+
+
+def test_unknown_dataset(root):
+    assert_clean_error(ddlnl("noise", "--dataset", "mnist", "--data-root", str(root)), "mnist", "cifar10")
+
+
+def test_missing_data_root(tmp_path):
+    r = ddlnl("noise", "--dataset", "cifar10", "--data-root", str(tmp_path / "nowhere"))
+    assert_clean_error(r, "cifar10", "cifar-10-batches-py")
+
+
+@pytest.mark.parametrize("rate", ["1.0", "-0.2", "1.5"])
+def test_rate_outside_unit_interval(root, rate):
+    assert_clean_error(ddlnl("noise", "--rate", rate, "--data-root", str(root)), "outside [0, 1)")
+
+
+def test_unknown_noise(root):
+    assert_clean_error(ddlnl("noise", "--noise", "salt", "--data-root", str(root)), "salt", "symmetric")
+
+
+def test_unknown_method_and_preset(root):
+    assert_clean_error(ddlnl("run", "--method", "magic", "--preset", "smoke", "--data-root", str(root), "--out", str(root / "r")), "magic")
+    assert_clean_error(ddlnl("run", "--preset", "huge", "--data-root", str(root), "--out", str(root / "r")), "huge", "quick")
+
+
+def test_bad_override(root):
+    r = ddlnl("run", "--preset", "smoke", "--set", "evaluation.runs=0", "--data-root", str(root), "--out", str(root / "r"))
+    assert_clean_error(r, "runs")
+    r = ddlnl("run", "--preset", "smoke", "--set", "evaluation.train.epochz=3", "--data-root", str(root), "--out", str(root / "r"))
+    assert_clean_error(r, "epochz")
+
+
+def test_ipc_larger_than_a_class(root):
+    r = ddlnl("run", "--preset", "smoke", "--ipc", "50", "--data-root", str(root), "--out", str(root / "r"), "--no-progress")
+    assert_clean_error(r, "IPC 50", "--ipc")
+
+
+def test_mismatched_label_file(root):
+    from tests.data.fixtures import write_cifar10n_npz
+
+    clean = np.load(root / "cifar10n" / "CIFAR-10_human.npz")["clean_label"].copy()
+    clean[0] = (clean[0] + 1) % 10
+    write_cifar10n_npz(root, clean)
+    assert_clean_error(ddlnl("noise", "--noise", "worst", "--data-root", str(root)), "differ")
+
+
+def test_evaluate_missing_and_corrupt_files(tmp_path):
+    assert_clean_error(ddlnl("evaluate", str(tmp_path / "none.safetensors")), "does not exist")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    assert_clean_error(ddlnl("evaluate", str(bad)), "safetensors")
+
+
+def test_noise_json_on_fixture(root):
+    r = ddlnl("noise", "--dataset", "cifar10", "--noise", "symmetric", "--rate", "0.4", "--seed", "0", "--json", "--data-root", str(root))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"nominal_rate", "actual_rate", "transition", "seed"}
+    assert out["nominal_rate"] == 0.4 and out["seed"] == 0 and len(out["transition"]) == 10
+
+
+def test_smoke_run_writes_result_and_resumes(root):
+    out = root / "run"
+    r = ddlnl("run", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "result.json").read_text())
+    for key in ("dataset", "noise", "method", "ipc", "preset", "results", "timings_s", "versions"):
+        assert key in res
+    assert set(res["noise"]) >= {"type", "nominal_rate", "actual_rate", "seed"}
+    for row in ("full_noisy", "random", "distilled"):
+        assert set(res["results"][row]) >= {"acc_mean", "acc_std", "runs", "per_class"}
+        assert 0.0 <= res["results"][row]["acc_mean"] <= 1.0 and len(res["results"][row]["per_class"]) == 10
+    assert set(res["timings_s"]) >= {"experts", "distill", "evaluate", "baselines", "total"}
+    assert "| full noisy set (CE) |" in r.stdout
+    # a rerun reuses every finished stage: identical accuracies, nothing retrained
+    r2 = ddlnl("run", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress")
+    assert r2.returncode == 0 and "training on the full noisy set" not in r2.stdout
+    res2 = json.loads((out / "result.json").read_text())
+    assert res2["results"]["distilled"]["accs"] == res["results"]["distilled"]["accs"]
+    # the saved distilled set evaluates through `ddlnl evaluate`
+    r3 = ddlnl("evaluate", str(out / "distilled.safetensors"), "--data-root", str(root), "--json", "--no-progress")
+    assert r3.returncode == 0, r3.stderr
+    ev = json.loads(r3.stdout)
+    assert ev["dataset"] == "cifar10" and ev["runs"] == 1 and 0 <= ev["acc_mean"] <= 1
+
+
+@needs_real
+def test_smoke_run_on_real_cifar10(tmp_path):
+    out = tmp_path / "run"
+    r = ddlnl("run", "--preset", "smoke", "--out", str(out), "--no-progress", env={"DDLNL_DATA": REAL})
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert res["num_train"] == 200 and res["num_test"] == 500 and res["method"] == "dm" and res["ipc"] == 10
+    assert res["timings_s"]["total"] < 60
+
+
+@needs_real
+def test_noise_on_real_cifar10n_worst():
+    r = ddlnl("noise", "--noise", "worst", "--json", env={"DDLNL_DATA": REAL})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["actual_rate"] == pytest.approx(0.4021, abs=1e-4)
