@@ -135,3 +135,21 @@ def test_noise_on_real_cifar10n_worst():
     r = ddlnl("noise", "--noise", "worst", "--json", env={"DDLNL_DATA": REAL})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["actual_rate"] == pytest.approx(0.4021, abs=1e-4)
+
+
+def test_evaluate_datm_folder_with_zca(root, tmp_path):
+    import torch
+
+    folder = tmp_path / "datm"
+    folder.mkdir()
+    torch.save(torch.randn(20, 3, 32, 32), folder / "images_best.pt")
+    torch.save(torch.randn(20, 10), folder / "labels_best.pt")
+    torch.save(torch.tensor(0.02), folder / "lr_best.pt")
+    r = ddlnl("evaluate", str(folder), "--dataset", "cifar10", "--preset", "smoke", "--data-root", str(root), "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["label_kind"] == "soft" and ev["train"]["lr"] == pytest.approx(0.02) and ev["runs"] == 1
+    # without --dataset a foreign file cannot be evaluated
+    assert_clean_error(ddlnl("evaluate", str(folder), "--data-root", str(root)), "--dataset")
+    r = ddlnl("evaluate", str(folder), "--dataset", "cifar10", "--preset", "smoke", "--hard-labels", "--data-root", str(root), "--json", "--no-progress")
+    assert r.returncode == 0 and json.loads(r.stdout)["label_kind"] == "hard"
