@@ -1,4 +1,5 @@
-"""Tests run on one thread: on a 2-core machine two threads contend badly for tiny tensors."""
+"""Tests run on one thread: two OpenMP threads gain nothing on tiny tensors, and they spin-wait
+pathologically (10-20x slower) when another process is using the machine's two cores."""
 
 import torch
 

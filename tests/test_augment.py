@@ -21,19 +21,6 @@ from ddlnl.augment import (
 from ddlnl.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run these tiny-tensor tests on one thread, restoring the setting afterwards.
-
-    Two OpenMP threads gain nothing here, and they spin-wait pathologically (10-20x slower)
-    when another process is using the machine's two cores.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

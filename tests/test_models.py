@@ -25,19 +25,6 @@ SMALL = {"convnet": {"width": 16}, "resnet18": {"width": 8}}
 CLASSES = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run these tiny-tensor tests on one thread, restoring the setting afterwards.
-
-    Two OpenMP threads gain nothing here, and they spin-wait pathologically (10-20x slower)
-    when another process is using the machine's two cores.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _build(name: str, norm: str, image_size: int = 32) -> torch.nn.Module:
     if "norm" not in model_options(name):
         pytest.skip(f"{name} has no norm option")
