@@ -1,7 +1,9 @@
-"""Distillers, registered by name: ``random`` (control) and ``dm``; more in later modules."""
+"""Distillers, registered by name: ``random`` (control), ``dm``, ``mtt`` and ``datm``."""
 
 from ddlnl.distill.base import DistillContext, Distiller, create_distiller, list_distillers, register_distiller
 from ddlnl.distill import random as _random  # noqa: F401  (registers 'random')
 from ddlnl.distill import dm as _dm  # noqa: F401  (registers 'dm')
+from ddlnl.distill import mtt as _mtt  # noqa: F401  (registers 'mtt')
+from ddlnl.distill import datm as _datm  # noqa: F401  (registers 'datm')
 
 __all__ = ["DistillContext", "Distiller", "create_distiller", "list_distillers", "register_distiller"]

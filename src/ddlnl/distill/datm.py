@@ -1,0 +1,295 @@
+"""``datm``: difficulty-aligned trajectory matching (Guo et al., ICLR 2024), as the seed paper runs it.
+
+On top of MTT's loop (:mod:`ddlnl.distill.mtt`):
+
+* **Difficulty-aligned window** (methods.md §2.3): the start epoch is drawn from
+  [min_start_epoch, upper), where ``upper`` grows linearly from current_max_start_epoch to
+  max_start_epoch over expansion_end_epoch iterations (``sequential_generation``), or is
+  max_start_epoch throughout. See :func:`start_epoch_upper`.
+* **Initialisation** (§2.4): ``pix_init: samples_predicted_correctly`` keeps real images
+  of noisy class c that an expert (final epoch) predicts as c, an implicit clean-sample
+  filter; ``pix_init: real`` takes random real images. A switch, so the filter's effect
+  can be measured on its own.
+* **Soft labels** (§2.4): logits of the experts (final epoch) averaged over the experts
+  whose prediction agrees with the image's class (``real``: expert 0's logits), then
+  learned with SGD(lr_y, momentum 0.9); ``soft_labels: false`` keeps hard labels.
+* **Threshold** (§2.2): an update is applied only when the matching loss <= threshold.
+* Optimisers (§2.5): images SGD(lr_img, mom 0.5), lr SGD(lr_lr, mom 0.5), labels
+  SGD(lr_y, mom 0.9).
+
+Paper table: with ``setting: auto`` the per-setting values of methods.md §2.7 (DD_LNL's
+configs) replace the options they cover, chosen by dataset, IPC and noise (see
+:data:`PAPER_TABLE` and :func:`paper_setting`). The noise comes from ``paper_noise``
+(e.g. ``symmetric:0.4``) if set, else from ``ctx.noise`` if the runner provides it, else
+the clean row is used and a message says so. Options the table does not cover
+(iterations, num_experts, mode, ...) keep the preset's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from ddlnl.augment import DEFAULT_DSA_STRATEGY
+from ddlnl.distill.base import DistillContext, register_distiller
+from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common
+from ddlnl.errors import ConfigError, check_choice
+from ddlnl.evaluate import build_model
+from ddlnl.models.functional import functional_forward
+
+PIX_INITS = ("samples_predicted_correctly", "real")
+
+
+# --------------------------------------------------------------------------- window and threshold
+
+
+def start_epoch_upper(it: int, *, min_start: int, current_max: int | None, max_start: int,
+                      expansion_end: int, sequential: bool) -> int:
+    """Exclusive upper end of the start-epoch draw at iteration ``it`` (DATM's ``Upper_Bound``)."""
+    if not sequential or current_max is None:
+        return max_start
+    grown = current_max + int((max_start - current_max) * it / max(expansion_end, 1))
+    return max(min(grown, max_start), min_start + 1)
+
+
+def accept_update(loss: float, threshold: float | None) -> bool:
+    """DATM's threshold rule: step the optimisers only if the matching loss <= threshold."""
+    return threshold is None or loss <= threshold
+
+
+# --------------------------------------------------------------------------- paper table
+
+# (dataset, ipc) -> values of methods.md §2.7, clean / CIFAR-N row. Noise-specific changes
+# are applied in paper_setting().
+_C10 = dict(expert_epochs=2, min_start_epoch=0, threshold=1.0, pix_init="samples_predicted_correctly", lr_teacher=0.01)
+PAPER_TABLE: dict[tuple[str, int], dict] = {
+    ("cifar10", 1): _C10 | dict(syn_steps=80, max_start_epoch=4, current_max_start_epoch=None, sequential_generation=False,
+                                expansion_end_epoch=0, lr_img=100.0, lr_lr=1e-7, lr_y=5.0, batch_syn=10, threshold=1.1),
+    ("cifar10", 10): _C10 | dict(syn_steps=80, max_start_epoch=20, current_max_start_epoch=10, sequential_generation=True,
+                                 expansion_end_epoch=1000, lr_img=100.0, lr_lr=1e-5, lr_y=2.0, batch_syn=100),
+    ("cifar10", 50): _C10 | dict(syn_steps=80, max_start_epoch=40, current_max_start_epoch=20, sequential_generation=True,
+                                 expansion_end_epoch=2000, lr_img=1000.0, lr_lr=1e-5, lr_y=2.0, batch_syn=500),
+    ("cifar10", 500): _C10 | dict(syn_steps=40, min_start_epoch=40, max_start_epoch=60, current_max_start_epoch=None,
+                                  sequential_generation=False, expansion_end_epoch=0, lr_img=50.0, lr_lr=1e-5, lr_y=10.0,
+                                  batch_syn=1000),
+    ("cifar10", 1000): _C10 | dict(syn_steps=100, min_start_epoch=40, max_start_epoch=60, current_max_start_epoch=None,
+                                   sequential_generation=False, expansion_end_epoch=0, lr_img=50.0, lr_lr=1e-5, lr_y=10.0,
+                                   batch_syn=1000),
+    ("cifar100", 1): _C10 | dict(syn_steps=40, expert_epochs=3, max_start_epoch=20, current_max_start_epoch=10,
+                                 sequential_generation=True, expansion_end_epoch=1000, lr_img=1000.0, lr_lr=1e-5, lr_y=10.0,
+                                 batch_syn=1000),
+    ("cifar100", 10): _C10 | dict(syn_steps=80, max_start_epoch=50, current_max_start_epoch=30, sequential_generation=True,
+                                  expansion_end_epoch=2000, lr_img=1000.0, lr_lr=1e-5, lr_y=10.0, batch_syn=1000),
+    ("cifar100", 50): _C10 | dict(syn_steps=80, min_start_epoch=20, max_start_epoch=70, current_max_start_epoch=None,
+                                  sequential_generation=False, expansion_end_epoch=0, lr_img=1000.0, lr_lr=1e-5, lr_y=10.0,
+                                  batch_syn=1000, pix_init="real"),
+    ("cifar100", 100): _C10 | dict(syn_steps=80, min_start_epoch=30, max_start_epoch=70, current_max_start_epoch=None,
+                                   sequential_generation=False, expansion_end_epoch=0, lr_img=50.0, lr_lr=1e-5, lr_y=10.0,
+                                   batch_syn=1000),
+    ("tinyimagenet", 1): _C10 | dict(syn_steps=40, max_start_epoch=20, current_max_start_epoch=15, sequential_generation=True,
+                                     expansion_end_epoch=2000, lr_img=10000.0, lr_lr=1e-4, lr_y=10.0, batch_syn=1000),
+    ("tinyimagenet", 10): _C10 | dict(syn_steps=40, min_start_epoch=10, max_start_epoch=50, current_max_start_epoch=None,
+                                      sequential_generation=False, expansion_end_epoch=0, lr_img=100.0, lr_lr=1e-4, lr_y=10.0,
+                                      batch_syn=500),
+    ("tinyimagenet", 50): _C10 | dict(syn_steps=20, min_start_epoch=40, max_start_epoch=70, current_max_start_epoch=None,
+                                      sequential_generation=False, expansion_end_epoch=0, lr_img=100.0, lr_lr=1e-4, lr_y=10.0,
+                                      batch_syn=1000),
+}
+
+SYMMETRIC = ("symmetric", "symmetric_inclusive")
+ASYMMETRIC = ("asymmetric", "pairflip")
+
+
+def parse_noise(noise) -> tuple[str, float]:
+    """``"symmetric:0.4"``, ``{"type": ..., "rate": ...}`` or None (clean) -> (type, rate)."""
+    if noise is None:
+        return "clean", 0.0
+    if isinstance(noise, dict):
+        return str(noise.get("type", "clean")), float(noise.get("rate", 0.0) or 0.0)
+    kind, _, rate = str(noise).partition(":")
+    try:
+        return kind, float(rate or 0.0)
+    except ValueError:
+        raise ConfigError(f"paper_noise {noise!r} is not TYPE:RATE", "write e.g. paper_noise: symmetric:0.4") from None
+
+
+def paper_setting(dataset: str, ipc: int, noise_type: str = "clean", rate: float = 0.0) -> dict:
+    """DATM's hyper-parameters for one setting of methods.md §2.7 (DD_LNL's configs)."""
+    if (dataset, ipc) not in PAPER_TABLE:
+        known = ", ".join(f"{d} IPC{i}" for d, i in PAPER_TABLE)
+        raise ConfigError(f"DATM's paper table has no row for {dataset} IPC {ipc}",
+                          f"use one of: {known}; or set setting: none and give the options yourself")
+    s = dict(PAPER_TABLE[(dataset, ipc)])
+    noisy_synthetic = rate > 0 and noise_type in SYMMETRIC + ASYMMETRIC
+    if dataset == "cifar10" and ipc in (1, 10, 50) and (noisy_synthetic or (ipc == 10 and noise_type == "worst")):
+        s["lr_teacher"] = 0.001
+    if dataset == "cifar10" and ipc == 10 and noisy_synthetic and rate >= 0.8:
+        s["lr_lr"] = 1e-6
+    if dataset == "cifar10" and ipc == 50 and noise_type in ASYMMETRIC and rate >= 0.8:
+        s["lr_lr"] = 1e-6
+    if dataset == "cifar10" and ipc == 1000 and noise_type in SYMMETRIC:
+        s["lr_teacher"] = {0.4: 0.008, 0.8: 0.005}.get(round(rate, 2), 0.01)
+    if dataset == "cifar10" and ipc == 1000 and rate >= 0.8:
+        s["pix_init"] = "real"
+    if dataset == "cifar100" and ipc == 100 and ((noise_type in SYMMETRIC and rate >= 0.4) or (noise_type in ASYMMETRIC and rate >= 0.6)):
+        s["pix_init"] = "real"
+    if dataset == "tinyimagenet" and ipc == 50 and noise_type in SYMMETRIC and rate >= 0.4:
+        s["pix_init"] = "real"
+    return s
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+@torch.no_grad()
+def expert_logits(ctx: DistillContext, net, params: torch.Tensor, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    net.eval()
+    out = torch.cat([functional_forward(net, params.to(ctx.device), x[i : i + batch].to(ctx.device)).cpu()
+                     for i in range(0, x.shape[0], batch)])
+    net.train()
+    return out
+
+
+def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generator, net) -> tuple[torch.Tensor, dict]:
+    """Indices of ``ipc`` images per noisy class that an expert (final epoch) predicts as their class.
+
+    Expert 0 first; if a class runs short, the next expert scans the rest (DATM). If every
+    expert is exhausted, random images of the class fill the gap (counted in the report).
+    """
+    picks, filled = [], 0
+    for c in range(ctx.num_classes):
+        pool = ctx.class_indices(c)
+        pool = pool[torch.randperm(len(pool), generator=g).numpy()]
+        chosen: list[int] = []
+        for traj in experts:
+            rest = pool[~np.isin(pool, chosen)]  # in the shuffled order
+            for i in range(0, len(rest), 256):
+                batch = rest[i : i + 256]
+                pred = expert_logits(ctx, net, traj[-1], ctx.images[batch]).argmax(1).numpy()
+                chosen.extend(batch[pred == c][: ipc - len(chosen)].tolist())
+                if len(chosen) >= ipc:
+                    break
+            if len(chosen) >= ipc:
+                break
+        if len(chosen) < ipc:
+            rest = pool[~np.isin(pool, chosen)]
+            filled += ipc - len(chosen)
+            chosen.extend(rest[: ipc - len(chosen)].tolist())
+        picks.append(np.asarray(chosen, dtype=np.int64))
+    return torch.as_tensor(np.concatenate(picks)), {"filled_at_random": filled}
+
+
+def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes: torch.Tensor, agreeing: bool) -> tuple[torch.Tensor, float]:
+    """Mean final-epoch logits over the experts whose argmax is the image's class (``agreeing``),
+    or expert 0's logits. Returns (logits, fraction of images whose soft label's argmax is their class)."""
+    if not agreeing:
+        logits = expert_logits(ctx, net, experts[0][-1], x)
+    else:
+        all_logits = torch.stack([expert_logits(ctx, net, t[-1], x) for t in experts])  # (E, n, C)
+        agree = (all_logits.argmax(2) == classes.view(1, -1)).float()  # (E, n)
+        count = agree.sum(0)
+        mean_agree = (all_logits * agree.unsqueeze(2)).sum(0) / count.clamp_min(1).unsqueeze(1)
+        logits = torch.where((count > 0).unsqueeze(1), mean_agree, all_logits.mean(0))
+    acc = float((logits.argmax(1) == classes).float().mean())
+    return logits.float(), acc
+
+
+# --------------------------------------------------------------------------- the distiller
+
+
+@register_distiller
+class DATM(TrajectoryMatchingBase):
+    name = "datm"
+
+    @dataclass
+    class Options:
+        setting: str = "none"  # auto: take the per-setting values of methods.md §2.7 (see module doc)
+        paper_noise: str | None = None  # TYPE:RATE for setting: auto (else ctx.noise, else clean)
+        iterations: int = 10000
+        num_experts: int = 100
+        syn_steps: int = 80
+        expert_epochs: int = 2
+        min_start_epoch: int = 0
+        current_max_start_epoch: int | None = 10
+        max_start_epoch: int = 20
+        expansion_end_epoch: int = 1000
+        sequential_generation: bool = True
+        batch_syn: int | None = 100
+        lr_img: float = 100.0
+        lr_lr: float = 1e-5
+        lr_y: float = 2.0
+        momentum_y: float = 0.9
+        lr_teacher: float = 0.01  # initial synthetic lr
+        lr_teacher_expert: float = 0.01  # experts' SGD lr (DATM's buffers: 0.01)
+        threshold: float | None = 1.0
+        pix_init: str = "samples_predicted_correctly"  # | real
+        soft_labels: bool = True
+        mode: str = "exact"  # exact | tesla | naive
+        dsa_strategy: str = DEFAULT_DSA_STRATEGY
+        expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
+        expert_gsam: bool = True  # DATM's FTD buffers
+        expert_compile: bool = False
+
+        def __post_init__(self):
+            check_choice("datm setting", self.setting, ("none", "auto"))
+            check_choice("pix_init", self.pix_init, PIX_INITS)
+            check_common(self)
+            if self.min_start_epoch < 0 or self.min_start_epoch >= self.max_start_epoch:
+                raise ConfigError(f"need 0 <= min_start_epoch < max_start_epoch (got {self.min_start_epoch}, {self.max_start_epoch})",
+                                  "lower min_start_epoch or raise max_start_epoch")
+            if self.lr_y <= 0:
+                raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in methods.md §2.7 (2, 5 or 10)")
+
+    def distill(self, ctx: DistillContext, ipc: int):
+        if self.options.setting == "auto":
+            noise = self.options.paper_noise if self.options.paper_noise is not None else getattr(ctx, "noise", None)
+            if noise is None:
+                ctx.log("[ddlnl] datm setting auto: the noise is unknown to the distiller; using the clean row "
+                        "(pass methods.datm.paper_noise=TYPE:RATE)")
+            kind, rate = parse_noise(noise)
+            values = paper_setting(ctx.dataset, ipc, kind, rate)
+            self.options = replace(self.options, **{k: v for k, v in values.items() if k in {f.name for f in fields(self.Options)}})
+            ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {kind}:{rate}: {values}")
+        synset = super().distill(ctx, ipc)
+        synset.meta["datm"] = self.init_report
+        return synset
+
+    # -- hooks -------------------------------------------------------------------------------
+    def start_epoch(self, it: int, rng: np.random.Generator) -> int:
+        o = self.options
+        upper = start_epoch_upper(it, min_start=o.min_start_epoch, current_max=o.current_max_start_epoch,
+                                  max_start=o.max_start_epoch, expansion_end=o.expansion_end_epoch,
+                                  sequential=o.sequential_generation)
+        return int(rng.integers(o.min_start_epoch, upper))
+
+    def accept(self, loss: float) -> bool:
+        return accept_update(loss, self.options.threshold)
+
+    def label_lr(self) -> float | None:
+        return self.options.lr_y
+
+    @property
+    def label_lr_momentum(self) -> float:
+        return self.options.momentum_y
+
+    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator):
+        o = self.options
+        net = build_model(ctx.model, ctx.num_classes, ctx.images.shape[-1]).to(ctx.device)
+        classes = torch.arange(ctx.num_classes).repeat_interleave(ipc)
+        report = {"pix_init": o.pix_init}
+        if o.pix_init == "samples_predicted_correctly":
+            idx, info = predicted_correctly(ctx, experts, ipc, g, net)
+            images = ctx.images[idx].clone()
+            report |= info
+        else:
+            images, classes = ctx.random_real(ipc, g)
+        if not o.soft_labels:
+            self.init_report = report
+            return images, classes
+        logits, acc = soft_label_init(ctx, experts, net, images, classes, agreeing=o.pix_init == "samples_predicted_correctly")
+        report["initial_label_agreement"] = acc
+        ctx.log(f"[ddlnl] datm init: {o.pix_init}, soft labels agree with the noisy class on {100 * acc:.1f}% of images")
+        self.init_report = report
+        return images, logits

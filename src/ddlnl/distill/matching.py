@@ -1,0 +1,179 @@
+"""Trajectory matching (MTT/DATM) on flat parameter vectors, with three gradient modes.
+
+A student starts at an expert's parameters ``theta_0 = theta*_t`` and takes ``N``
+(``syn_steps``) SGD steps on synthetic minibatches with the learnable lr ``alpha``::
+
+    theta_{i+1} = theta_i - alpha * g_i,   g_i = grad_theta loss(theta_i; aug_i(X[idx_i]), Y[idx_i])
+
+and the matching loss is ``L = ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2``.
+The gradient of ``L`` goes to the synthetic images ``X``, the lr ``alpha`` and (soft) labels ``Y``.
+
+Modes
+-----
+``exact`` (default)
+    Pass 1 unrolls without a graph and keeps only the N parameter vectors ``theta_i``.
+    Pass 2 walks back from ``a_N = dL/dtheta_N``: at each step it rebuilds the graph of
+    ``g_i`` at ``theta_i`` and takes ONE vector-Jacobian product of ``g_i`` with
+    ``-alpha * a_{i+1}``. That VJP gives this step's share of dL/dX and dL/dY, and its
+    theta part is the Hessian-vector product that carries the adjoint back:
+    ``a_i = a_{i+1} - alpha * H_i a_{i+1}``. ``dL/dalpha = -sum_i g_i . a_{i+1}``. The
+    result equals back-propagation through the whole unroll (up to float rounding), while
+    memory holds one step's graph plus N vectors of P floats, whatever N is.
+``tesla``
+    DATM_tesla's first-order approximation: the same reverse pass without the HVP, so
+    every step sees ``a_N`` (theta_i is treated as independent of earlier images).
+    Same cost as ``exact`` minus nothing worth measuring; kept for comparison.
+``naive``
+    MTT's unroll with ``create_graph=True`` and one ``backward``: memory grows with N.
+    For tests and benchmarks.
+
+The minibatch order and the DSA draws of the N steps are fixed in a :class:`StepPlan`
+before pass 1, so that the reverse pass recomputes exactly the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ddlnl.augment import DSADraw, apply_dsa, sample_dsa
+from ddlnl.errors import check_choice
+from ddlnl.models.functional import functional_forward
+from ddlnl.train import label_loss
+
+MODES = ("exact", "tesla", "naive")
+
+
+@dataclass
+class StepPlan:
+    """Which synthetic images each inner step uses, and the DSA draw applied to them."""
+
+    indices: list[torch.Tensor]
+    draws: list[DSADraw | None]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_plan(
+    n_images: int,
+    syn_steps: int,
+    batch_syn: int,
+    *,
+    generator: torch.Generator | None = None,
+    dsa_strategy: str | None = None,
+    image_size: int | tuple[int, int] = 32,
+) -> StepPlan:
+    """Minibatches as DATM draws them: consecutive chunks of a random permutation, re-drawn
+    when used up; one per-sample DSA draw per step (none if ``dsa_strategy`` is falsy)."""
+    batch_syn = min(batch_syn, n_images)
+    indices, draws, order = [], [], torch.empty(0, dtype=torch.long)
+    for _ in range(syn_steps):
+        if order.numel() < batch_syn:
+            order = torch.cat([order, torch.randperm(n_images, generator=generator)])
+        indices.append(order[:batch_syn])
+        order = order[batch_syn:]
+        draws.append(
+            sample_dsa(dsa_strategy, batch_syn, image_size=image_size, generator=generator) if dsa_strategy else None
+        )
+    return StepPlan(indices, draws)
+
+
+@dataclass
+class MatchResult:
+    """The matching loss and its gradients (``None`` for inputs that were not asked for)."""
+
+    loss: float
+    grad_images: torch.Tensor
+    grad_lr: torch.Tensor
+    grad_labels: torch.Tensor | None
+    final_params: torch.Tensor
+
+
+def _step_loss(net: nn.Module, theta: torch.Tensor, images, labels, idx, draw) -> torch.Tensor:
+    x = images[idx]
+    if draw is not None:
+        x = apply_dsa(x, draw)
+    return label_loss(functional_forward(net, theta, x), labels[idx])
+
+
+def _learnable(t: torch.Tensor | None) -> bool:
+    return t is not None and t.is_floating_point()
+
+
+def match_trajectory(
+    net: nn.Module,
+    start: torch.Tensor,
+    target: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    syn_lr: torch.Tensor,
+    plan: StepPlan,
+    *,
+    mode: str = "exact",
+) -> MatchResult:
+    """Run the N student steps of ``plan`` from ``start`` and return L and its gradients.
+
+    ``images`` (n, C, H, W) and ``syn_lr`` (0-d) are the learnable tensors; ``labels`` are
+    int64 class indices (not learned) or float (n, K) soft-label logits (learned). Nothing
+    is written to ``.grad``: the gradients come back in the result.
+    """
+    check_choice("matching mode", mode, MODES)
+    start, target = start.detach(), target.detach()
+    denom = (start - target).pow(2).sum()
+    if mode == "naive":
+        return _naive(net, start, target, denom, images, labels, syn_lr, plan)
+    alpha = syn_lr.detach()
+    x_leaf = images.detach().requires_grad_(True)
+    y_soft = _learnable(labels)
+    y_leaf = labels.detach().requires_grad_(True) if y_soft else labels
+
+    # Pass 1: unroll without a graph, keeping theta_0 .. theta_{N-1}.
+    thetas, theta = [], start
+    x_const, y_const = images.detach(), labels.detach()
+    for idx, draw in zip(plan.indices, plan.draws):
+        thetas.append(theta)
+        th = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(_step_loss(net, th, x_const, y_const, idx, draw), th)
+        theta = theta - alpha * g
+    final = theta
+    loss = (final - target).pow(2).sum() / denom
+
+    # Pass 2: reverse, one VJP per step.
+    a = 2.0 * (final - target) / denom  # dL/dtheta_N
+    gx = torch.zeros_like(x_leaf)
+    gy = torch.zeros_like(y_leaf) if y_soft else None
+    glr = torch.zeros((), dtype=final.dtype)
+    for i in reversed(range(len(plan))):
+        th = thetas[i].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(
+            _step_loss(net, th, x_leaf, y_leaf, plan.indices[i], plan.draws[i]), th, create_graph=True
+        )
+        glr -= torch.dot(g.detach(), a)
+        want_theta = mode == "exact" and i > 0
+        inputs = [x_leaf] + ([y_leaf] if y_soft else []) + ([th] if want_theta else [])
+        vjp = torch.autograd.grad(g, inputs, grad_outputs=-alpha * a, allow_unused=True)
+        gx += vjp[0] if vjp[0] is not None else 0.0
+        if y_soft and vjp[1] is not None:
+            gy += vjp[1]
+        if want_theta:
+            a = a + vjp[-1]
+        del g, vjp
+    return MatchResult(float(loss), gx, glr, gy, final.detach())
+
+
+def _naive(net, start, target, denom, images, labels, syn_lr, plan) -> MatchResult:
+    x_leaf = images.detach().requires_grad_(True)
+    y_soft = _learnable(labels)
+    y_leaf = labels.detach().requires_grad_(True) if y_soft else labels
+    lr_leaf = syn_lr.detach().requires_grad_(True)
+    theta = start.requires_grad_(True)
+    for idx, draw in zip(plan.indices, plan.draws):
+        (g,) = torch.autograd.grad(_step_loss(net, theta, x_leaf, y_leaf, idx, draw), theta, create_graph=True)
+        theta = theta - lr_leaf * g
+    loss = (theta - target).pow(2).sum() / denom
+    inputs = [x_leaf, lr_leaf] + ([y_leaf] if y_soft else [])
+    grads = torch.autograd.grad(loss, inputs)
+    return MatchResult(float(loss.detach()), grads[0], grads[1], grads[2] if y_soft else None, theta.detach())

@@ -1,0 +1,159 @@
+"""``mtt``: matching training trajectories (Cazenavette et al., 2022), and the loop DATM reuses.
+
+Each iteration picks an expert trajectory and a start epoch t, lets a student take
+``syn_steps`` SGD steps on the synthetic set from the expert's parameters at epoch t (with
+the learnable lr), and moves the images and the lr so that the student ends close to the
+expert's parameters at epoch t + ``expert_epochs`` (:mod:`ddlnl.distill.matching`).
+
+MTT: hard labels, initialisation from random real images of each noisy class, start epoch
+uniform in [0, max_start_epoch), every update applied. :class:`TrajectoryMatchingBase`
+holds the loop; DATM (:mod:`ddlnl.distill.datm`) overrides the hooks for its window,
+initialisation, soft labels and threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ddlnl.augment import DEFAULT_DSA_STRATEGY
+from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.matching import MODES, make_plan, match_trajectory
+from ddlnl.errors import ConfigError, check_choice
+from ddlnl.evaluate import build_model
+from ddlnl.experts import ExpertConfig, load_or_train_experts
+from ddlnl.synset import SyntheticSet
+from ddlnl.utils.runtime import generator
+
+
+def check_common(o) -> None:
+    """Range checks shared by MTT's and DATM's options."""
+    check_choice("matching mode", o.mode, MODES)
+    ints = {"iterations": 0, "num_experts": 1, "syn_steps": 1, "expert_epochs": 1, "max_start_epoch": 1}
+    for name, low in ints.items():
+        v = getattr(o, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}", f"set {name} to {max(low, 1)} or more")
+    if o.batch_syn is not None and (not isinstance(o.batch_syn, int) or o.batch_syn < 1):
+        raise ConfigError(f"batch_syn must be a positive integer or null, got {o.batch_syn!r}", "set batch_syn: null (all images) or e.g. 100")
+    for name in ("lr_img", "lr_lr", "lr_teacher"):
+        v = getattr(o, name)
+        if not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {v!r}", f"set {name} as in methods.md §2.7")
+
+
+class TrajectoryMatchingBase(Distiller):
+    """The shared loop. Subclasses may override the four hooks below."""
+
+    label_lr_momentum = 0.9
+
+    # -- hooks -------------------------------------------------------------------------------
+    def start_epoch(self, it: int, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, self.options.max_start_epoch))
+
+    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator):
+        """(images, labels) to start from; float labels are soft-label logits and are learned."""
+        return ctx.random_real(ipc, g)
+
+    def accept(self, loss: float) -> bool:
+        return True
+
+    def label_lr(self) -> float | None:
+        return None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def expert_config(self) -> ExpertConfig:
+        o = self.options
+        return ExpertConfig(num_experts=o.num_experts, epochs=o.max_start_epoch + o.expert_epochs,
+                            lr=o.lr_teacher_expert, batch_size=o.expert_batch, gsam=o.expert_gsam, compile=o.expert_compile,
+                            dsa_strategy=o.dsa_strategy)
+
+    def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        o = self.options
+        experts = load_or_train_experts(ctx, self.expert_config())
+        start_time = time.perf_counter()
+        g = generator(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        images, labels = self.init_set(ctx, ipc, experts, g)
+        images = images.to(ctx.device).detach().clone()
+        soft = labels.is_floating_point()
+        labels = labels.to(ctx.device).detach().clone()
+        syn_lr = torch.tensor(float(o.lr_teacher))
+        images.requires_grad_(True)
+        syn_lr.requires_grad_(True)
+        opt_img = torch.optim.SGD([images], lr=o.lr_img, momentum=0.5)
+        opt_lr = torch.optim.SGD([syn_lr], lr=o.lr_lr, momentum=0.5)
+        opt_y = None
+        if soft and self.label_lr() is not None:
+            labels.requires_grad_(True)
+            opt_y = torch.optim.SGD([labels], lr=self.label_lr(), momentum=self.label_lr_momentum)
+        net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
+        net.requires_grad_(False)
+        n = images.shape[0]
+        batch_syn = o.batch_syn or n
+        self.losses: list[float] = []
+        self.skipped = 0
+        order: list[int] = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(o.iterations), desc=self.name, disable=not ctx.progress, dynamic_ncols=True, leave=False)
+        for it in bar:
+            if not order:
+                order = list(rng.permutation(len(experts)))
+            traj = experts[order.pop()]
+            t = self.start_epoch(it, rng)
+            plan = make_plan(n, o.syn_steps, batch_syn, generator=g, dsa_strategy=o.dsa_strategy, image_size=images.shape[-1])
+            r = match_trajectory(net, traj[t].to(ctx.device), traj[t + o.expert_epochs].to(ctx.device), images,
+                                 labels, syn_lr, plan, mode=o.mode)
+            self.losses.append(r.loss)
+            if hasattr(ctx, "images_processed"):  # forward passes: exact/tesla run each step twice
+                ctx.images_processed += o.syn_steps * min(batch_syn, n) * (1 if o.mode == "naive" else 2)
+            if not np.isfinite(r.loss):
+                raise FloatingPointError(f"{self.name}: matching loss became {r.loss} at iteration {it}; lower lr_img or lr_lr")
+            if self.accept(r.loss):
+                for opt, p, grad in ((opt_img, images, r.grad_images), (opt_lr, syn_lr, r.grad_lr), (opt_y, labels, r.grad_labels)):
+                    if opt is not None and grad is not None:
+                        opt.zero_grad(set_to_none=True)
+                        p.grad = grad.to(p.dtype).reshape(p.shape)
+                        opt.step()
+                with torch.no_grad():  # a negative lr turns descent into ascent: keep it positive
+                    syn_lr.clamp_(min=o.lr_teacher * 1e-3)
+            else:
+                self.skipped += 1
+            bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{float(syn_lr.detach()):.2e}")
+            if it % max(1, o.iterations // 10) == 0 or it == o.iterations - 1:
+                ctx.log(f"[ddlnl] {self.name} it {it}/{o.iterations}: loss {r.loss:.4f} start epoch {t} syn_lr {float(syn_lr.detach()):.3e}")
+        ctx.timings["distill"] = time.perf_counter() - start_time
+        out = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess, lr=float(syn_lr.detach()))
+        out.meta["matching"] = {"losses_first_last": self.losses[:1] + self.losses[-1:], "skipped": self.skipped,
+                                "iterations": o.iterations, "mode": o.mode, "final_syn_lr": float(syn_lr.detach())}
+        return out
+
+
+@register_distiller
+class MTT(TrajectoryMatchingBase):
+    name = "mtt"
+
+    @dataclass
+    class Options:
+        iterations: int = 5000
+        num_experts: int = 100
+        syn_steps: int = 50
+        expert_epochs: int = 2
+        max_start_epoch: int = 20
+        batch_syn: int | None = None  # synthetic images per inner step (null: all)
+        lr_img: float = 1000.0
+        lr_lr: float = 1e-5
+        lr_teacher: float = 0.01  # initial synthetic lr
+        lr_teacher_expert: float = 0.01  # experts' SGD lr
+        mode: str = "exact"  # exact | tesla | naive (see ddlnl.distill.matching)
+        dsa_strategy: str = DEFAULT_DSA_STRATEGY
+        expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
+        expert_gsam: bool = False
+        expert_compile: bool = False
+
+        def __post_init__(self):
+            check_common(self)

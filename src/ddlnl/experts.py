@@ -1,0 +1,216 @@
+"""Expert trajectories for trajectory matching (MTT/DATM), trained on the noisy set and cached.
+
+An expert is a network trained from a random initialisation on the (preprocessed, noisily
+labelled) training set with plain SGD (lr 0.01, no momentum, no weight decay, batch 256,
+DSA), as in MTT's and DATM's buffer scripts. Its parameters are saved before training and
+after every epoch, as one float32 tensor of shape (epochs + 1, P) in the flat layout of
+:mod:`ddlnl.models.functional`. With ``gsam: true`` each step is DATM's flat-trajectory
+(FTD) GSAM step instead of plain SGD.
+
+Training goes through :func:`ddlnl.train.train_network`. The GSAM variant needs two
+gradients per step, which the common trainer does not take, so it runs in
+:func:`_train_gsam`, a short loop over the trainer's own batch, augmentation, lr and loss
+helpers with :func:`gsam_step` as its update.
+
+Cache: ``<cache>/experts/<key>/expert_<k>.safetensors``, where ``key`` hashes everything
+that determines a trajectory (dataset, the training images, the noisy labels' digest, the
+network, the preprocessing, the hyper-parameters, the seed and the number of epochs). The
+number of experts is not in the key: asking for more experts trains only the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddlnl.data.noise import labels_digest
+from ddlnl.errors import ConfigError, DataError
+from ddlnl.evaluate import build_model
+from ddlnl.models.functional import flatten_params
+from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, train_network
+from ddlnl.utils.io import atomic_path, write_json
+from ddlnl.utils.runtime import generator as make_generator
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class ExpertConfig:
+    """How experts are trained. ``epochs`` is max_start_epoch + expert_epochs of the distiller."""
+
+    num_experts: int = 1
+    epochs: int = 4
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    gsam: bool = False  # DATM's flat-trajectory (FTD) buffers: GSAM rho 0.01, alpha 0.3, adaptive
+    rho: float = 0.01
+    alpha: float = 0.3
+    compile: bool = False  # speed only (plain SGD path): torch.compile full batches
+
+    def __post_init__(self):
+        if self.num_experts < 1 or self.epochs < 1:
+            raise ConfigError(
+                f"experts need num_experts >= 1 and epochs >= 1 (got {self.num_experts}, {self.epochs})",
+                "set num_experts: 1 or more, and max_start_epoch + expert_epochs >= 1",
+            )
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, schedule="constant", augment="dsa",
+                           dsa_strategy=self.dsa_strategy, compile=self.compile)
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$DDLNL_CACHE``, else ``~/.cache/ddlnl``."""
+    import os
+
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("DDLNL_CACHE") or Path.home() / ".cache" / "ddlnl")
+
+
+def images_digest(images: torch.Tensor) -> str:
+    h = hashlib.sha256(str(tuple(images.shape)).encode())
+    h.update(images.detach().cpu().contiguous().float().numpy().data)
+    return h.hexdigest()[:16]
+
+
+def expert_key(dataset: str, images: torch.Tensor, labels: np.ndarray, model: dict, preprocess_meta: dict,
+               cfg: ExpertConfig, seed: int) -> dict:
+    """Everything that determines a trajectory (the dict whose hash names the cache folder)."""
+    hp = asdict(cfg)
+    hp.pop("num_experts")
+    hp.pop("compile")  # speed only
+    return {"version": CACHE_VERSION, "dataset": dataset, "images": images_digest(images),
+            "labels": labels_digest(labels), "model": model, "preprocess": preprocess_meta, "train": hp, "seed": seed}
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- GSAM step
+
+
+def gsam_step(net, params: list[torch.Tensor], loss_fn, opt: torch.optim.Optimizer, rho: float, alpha: float) -> torch.Tensor:
+    """One GSAM (surrogate-gap SAM, adaptive) update, as DATM's FTD buffers use it.
+
+    g = dL(w); e = rho * w^2 * g / (|| |w| g || + 1e-12); g' = dL(w + e);
+    g' <- g' - alpha * (g - cos(g, g') ||g|| g' / ||g'||); w <- w - lr * g' (via ``opt``).
+    """
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        norm = torch.sqrt(sum(((p.abs() * g) ** 2).sum() for p, g in zip(params, grads)))
+        scale = rho / (norm + 1e-12)
+        eps = [p * p * g * scale for p, g in zip(params, grads)]
+        for p, e in zip(params, eps):
+            p.add_(e)
+    grads2 = torch.autograd.grad(loss_fn(), params)
+    with torch.no_grad():
+        for p, e in zip(params, eps):
+            p.sub_(e)
+        inner = sum((g * h).sum() for g, h in zip(grads, grads2))
+        n1 = torch.sqrt(sum((g * g).sum() for g in grads))
+        n2 = torch.sqrt(sum((h * h).sum() for h in grads2))
+        cos = inner / (n1 * n2 + 1e-12)
+        for p, g, h in zip(params, grads, grads2):
+            p.grad = h - alpha * (g - cos * n1 * h / (n2 + 1e-12))
+    opt.step()
+    return loss.detach()
+
+
+def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callback) -> None:
+    """The trainer's epoch loop with :func:`gsam_step` as the update (same batches, DSA, lr, loss)."""
+    tc = cfg.train_config()
+    params = [p for p in net.parameters()]
+    opt = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    n = images.shape[0]
+    net.train()
+    for epoch in range(tc.epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(tc, epoch)
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, tc.batch_size):
+            idx = order[i : i + tc.batch_size]
+            x = augment_batch(images[idx], tc, generator)
+            y = labels[idx]
+            loss = gsam_step(net, params, lambda: label_loss(net(x), y), opt, cfg.rho, cfg.alpha)
+            if not math.isfinite(float(loss)):
+                raise FloatingPointError(f"expert loss became {float(loss)} at epoch {epoch}")
+        epoch_callback(epoch, net)
+
+
+# --------------------------------------------------------------------------- training and cache
+
+
+def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
+                 seed: int, device="cpu", progress: bool = False) -> torch.Tensor:
+    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e."""
+    torch.manual_seed(seed)
+    net = build_model(model, num_classes, images.shape[-1]).to(device)
+    snaps = [flatten_params(net).detach().clone().cpu()]
+
+    def snapshot(epoch, net_):
+        # flatten_params concatenates (a new tensor); clone anyway: on CPU .cpu() shares storage.
+        snaps.append(flatten_params(net_).detach().clone().cpu())
+
+    g = make_generator(seed)
+    if cfg.gsam:
+        _train_gsam(net, images.to(device), labels.to(device), cfg, g, snapshot)
+    else:
+        train_network(net, images, labels, cfg.train_config(), generator=g, progress=progress, desc=f"expert seed {seed}",
+                      epoch_callback=snapshot)
+    return torch.stack(snaps).float()
+
+
+def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
+    """The ``cfg.num_experts`` trajectories for ``ctx``'s noisy set: from the cache, or trained and cached.
+
+    Adds the seconds spent to ``ctx.timings['experts']`` and logs the cache hit or miss.
+    """
+    from safetensors.torch import load_file, save_file
+
+    start = time.perf_counter()
+    key = expert_key(ctx.dataset, ctx.images, ctx.labels, ctx.model, ctx.preprocess.meta(), cfg, ctx.seed)
+    folder = cache_root(ctx.cache_dir) / "experts" / key_hash(key)
+    labels = torch.as_tensor(ctx.labels, dtype=torch.long)
+    trajs, trained = [], 0
+    for k in range(cfg.num_experts):
+        path = folder / f"expert_{k}.safetensors"
+        if path.exists():
+            try:
+                trajs.append(load_file(str(path))["trajectory"])
+                continue
+            except Exception as e:  # a damaged file: retrain it
+                ctx.log(f"[ddlnl] expert cache file {path} unreadable ({type(e).__name__}); retraining it")
+        t0 = time.perf_counter()
+        traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
+                            device=ctx.device, progress=ctx.progress)
+        with atomic_path(path) as tmp:
+            save_file({"trajectory": traj.contiguous()}, str(tmp))
+        trajs.append(traj)
+        trained += 1
+        if hasattr(ctx, "images_processed"):  # forward passes over real images (GSAM: two per batch)
+            ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
+        ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained ({cfg.epochs} epochs, {time.perf_counter() - t0:.1f}s)")
+    if trained:
+        write_json(folder / "key.json", key)
+    status = "hit" if trained == 0 else ("miss" if trained == cfg.num_experts else "partial hit")
+    ctx.log(f"[ddlnl] expert cache {status}: {cfg.num_experts - trained} loaded, {trained} trained ({folder})")
+    for t in trajs:
+        if t.ndim != 2 or t.shape[0] != cfg.epochs + 1:
+            raise DataError(f"cached trajectory in {folder} has shape {tuple(t.shape)}, expected ({cfg.epochs + 1}, P)",
+                            f"delete {folder} and rerun")
+    ctx.timings["experts"] = ctx.timings.get("experts", 0.0) + time.perf_counter() - start
+    return trajs
