@@ -19,6 +19,7 @@ from ddlnl.errors import ConfigError, check_choice
 
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENTS = ("dsa", "crop_flip", "none")
+LOSSES = ("ce", "gce", "sce")
 
 
 @dataclass
@@ -37,10 +38,26 @@ class TrainConfig:
     # full-data epochs, after ~10 s of compiling; see docs/benchmarks.md). The partial last
     # batch runs eagerly through the same parameters, so no second compile is triggered.
     compile: bool = False
+    # Loss on hard labels: "ce"; "gce" (Zhang & Sabuncu 2018, (1 - p_y^q) / q); "sce" (Wang et
+    # al. 2019, alpha * CE + beta * RCE with log 0 := sce_A). Soft labels always use soft CE.
+    loss: str = "ce"
+    gce_q: float = 0.7
+    sce_alpha: float = 0.1
+    sce_beta: float = 1.0
+    sce_A: float = -4.0
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("augmentation", self.augment, AUGMENTS)
+        check_choice("loss", self.loss, LOSSES)
+        if not (isinstance(self.gce_q, (int, float)) and 0 < self.gce_q <= 1):
+            raise ConfigError(f"gce_q must be in (0, 1], got {self.gce_q!r}", "use gce_q: 0.7 (the GCE paper's value)")
+        for name in ("sce_alpha", "sce_beta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} must be a non-negative number, got {v!r}", "SCE's CIFAR-10 values: alpha 0.1, beta 1.0")
+        if not isinstance(self.sce_A, (int, float)) or not math.isfinite(self.sce_A) or self.sce_A >= 0:
+            raise ConfigError(f"sce_A must be a negative number (log 0 stand-in), got {self.sce_A!r}", "use sce_A: -4")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -81,10 +98,35 @@ def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> tor
     return -(F.softmax(target_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Hard labels (int64, (N,)) → cross-entropy; soft labels (float, (N, C) logits) → soft CE."""
+def gce_loss(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7, reduction: str = "mean") -> torch.Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q; q → 0 gives CE, q = 1 MAE."""
+    p_y = F.softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    loss = (1.0 - p_y.clamp_min(1e-7) ** q) / q
+    return loss.mean() if reduction == "mean" else loss
+
+
+def sce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"
+) -> torch.Tensor:
+    """Symmetric cross-entropy (Wang et al. 2019): alpha * CE(y, p) + beta * RCE, where the reverse
+    cross-entropy -Σ_k p_k log y_k with log 0 := A equals -A * (1 - p_y) for a one-hot y."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    p_y = F.softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    loss = alpha * ce + beta * (-A) * (1.0 - p_y)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig | None = None) -> torch.Tensor:
+    """Hard labels (int64, (N,)) → the configured loss (CE by default); soft labels (float, (N, C) logits) → soft CE."""
     if labels.dtype == torch.long:
+        kind = "ce" if cfg is None else cfg.loss
+        if kind == "gce":
+            return gce_loss(logits, labels, cfg.gce_q)
+        if kind == "sce":
+            return sce_loss(logits, labels, cfg.sce_alpha, cfg.sce_beta, cfg.sce_A)
         return F.cross_entropy(logits, labels)
+    if cfg is not None and cfg.loss != "ce":
+        raise ConfigError(f"loss {cfg.loss!r} needs hard labels; this set has soft labels", "use loss: ce for soft-label sets")
     return soft_cross_entropy(logits, labels)
 
 
@@ -147,7 +189,7 @@ def train_network(
             idx = order[i : i + cfg.batch_size]
             x = augment_batch(images[idx], cfg, generator)
             model = forward if idx.numel() == cfg.batch_size else net
-            loss = label_loss(model(x), labels[idx])
+            loss = label_loss(model(x), labels[idx], cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

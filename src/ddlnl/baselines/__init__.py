@@ -1,5 +1,23 @@
-"""Baselines trained on the full noisy training set, on the same backbone as the evaluation."""
+"""Baselines trained on the full noisy training set, on the same backbone as the evaluation.
 
+Registered by name: ``ce`` (= ``results.full_noisy``), ``gce``, ``sce``, ``coteaching``,
+``dividemix`` and the optional ``cleanlab``. See ``baselines/base.py`` for the interface.
+"""
+
+from ddlnl.baselines import cleanlab_prune as _cleanlab  # noqa: F401
+from ddlnl.baselines import coteaching as _coteaching  # noqa: F401
+from ddlnl.baselines import dividemix as _dividemix  # noqa: F401
+from ddlnl.baselines import losses as _losses  # noqa: F401  (registers ce, gce, sce)
+from ddlnl.baselines.base import (
+    Baseline,
+    BaselineContext,
+    BaselineUnavailable,
+    create_baseline,
+    list_baselines,
+    parse_baselines,
+    register_baseline,
+)
 from ddlnl.baselines.full_noisy import train_full_noisy
 
-__all__ = ["train_full_noisy"]
+__all__ = ["Baseline", "BaselineContext", "BaselineUnavailable", "create_baseline", "list_baselines", "parse_baselines",
+           "register_baseline", "train_full_noisy"]

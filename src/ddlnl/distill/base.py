@@ -46,6 +46,10 @@ class DistillContext:
     progress: bool = False
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)  # the distiller adds 'experts' / 'distill' seconds here
+    # The noise spec ({"type", "rate"}), only for looking up published per-setting hyper-parameters
+    # (DATM's paper table); distillers never see clean labels.
+    noise: dict | None = None
+    images_processed: int = 0  # forward passes over real and synthetic images (cost accounting)
 
     def class_indices(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.labels == c)

@@ -88,6 +88,7 @@ class DistributionMatching(Distiller):
             with torch.no_grad():
                 real_means = class_means(net.embed(torch.cat(real).to(ctx.device)), [r.shape[0] for r in real])
             loss = dm_loss(real_means, class_means(net.embed(torch.cat(syn)), sizes_syn))
+            ctx.images_processed += sum(r.shape[0] for r in real) + images.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,10 +16,11 @@ import yaml
 from ddlnl.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent
-SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "evaluation", "baseline", "methods"}
+SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "evaluation", "baseline", "methods", "baselines"}
 REQUIRED = ("name", "data", "preprocess", "model", "evaluation", "baseline", "methods")
 DATA_KEYS = {"train_per_class", "test_size"}
 EVAL_KEYS = {"runs", "use_learned_lr", "train"}
+EVALUATION_KEYS = EVAL_KEYS | {"cross_arch"}  # cross_arch: a model name (or mapping) for the cross-architecture control, or null
 
 
 def list_presets() -> list[str]:
@@ -55,7 +56,7 @@ def validate_preset(preset, where: str = "preset") -> None:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}", "copy src/ddlnl/presets/quick.yaml and edit it")
     _keys(preset["data"], DATA_KEYS, f"{where}: data")
     for section in ("evaluation", "baseline"):
-        _keys(preset[section], EVAL_KEYS, f"{where}: {section}")
+        _keys(preset[section], EVALUATION_KEYS if section == "evaluation" else EVAL_KEYS, f"{where}: {section}")
         if not isinstance(preset[section].get("train"), dict):
             raise ConfigError(f"{where}: {section}.train must be a mapping of training options", "see quick.yaml")
         from ddlnl.train import TrainConfig
@@ -68,6 +69,54 @@ def validate_preset(preset, where: str = "preset") -> None:
         raise ConfigError(f"{where}: model must be a mapping with a 'name'", "e.g. model: {name: convnet, width: 128}")
     if not isinstance(preset["methods"], dict):
         raise ConfigError(f"{where}: methods must be a mapping of method name to options", "see quick.yaml")
+    _check_cross_arch(preset["evaluation"].get("cross_arch"), where)
+    _check_baselines(preset.get("baselines"), preset["baseline"]["train"], where)
+
+
+def cross_arch_model(evaluation: dict) -> dict | None:
+    """The model recipe of the cross-architecture control, or None when it is off."""
+    spec = evaluation.get("cross_arch")
+    if spec in (None, False, "", "null", "none"):
+        return None
+    return {"name": spec} if isinstance(spec, str) else dict(spec)
+
+
+def _check_cross_arch(spec, where: str) -> None:
+    if spec in (None, False, "", "null", "none"):
+        return
+    from ddlnl.models import list_models, model_options
+
+    model = {"name": spec} if isinstance(spec, str) else spec
+    if not isinstance(model, dict) or "name" not in model:
+        raise ConfigError(f"{where}: evaluation.cross_arch must be a model name, a model mapping or null, got {spec!r}",
+                          "e.g. cross_arch: resnet18")
+    if model["name"] not in list_models():
+        raise ConfigError(f"{where}: evaluation.cross_arch: unknown model {model['name']!r}", f"use one of: {', '.join(list_models())}")
+    unknown = set(model) - {"name"} - set(model_options(model["name"]))
+    if unknown:
+        raise ConfigError(f"{where}: evaluation.cross_arch: unknown option(s) {', '.join(sorted(unknown))}",
+                          f"valid options: {', '.join(model_options(model['name']))}")
+
+
+def _check_baselines(section, base_train: dict, where: str) -> None:
+    """``baselines:`` maps baseline names to option mappings; names and options are checked."""
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: baselines must be a mapping of baseline name to options", "see src/ddlnl/presets/quick.yaml")
+    from ddlnl.baselines import create_baseline
+
+    for name, opts in section.items():
+        if opts is not None and not isinstance(opts, dict):
+            raise ConfigError(f"{where}: baselines.{name} must be a mapping of options, got {opts!r}", "e.g. gce: {q: 0.7}")
+        b = create_baseline(name, **(opts or {}))  # unknown names/options fail here
+        train = getattr(b.options, "train", None)
+        if train is not None and not isinstance(train, dict):
+            raise ConfigError(f"{where}: baselines.{name}.train must be a mapping of training options", "e.g. train: {epochs: 200}")
+        if train:
+            from ddlnl.train import TrainConfig
+
+            TrainConfig.from_dict(dict(base_train) | train)
 
 
 def _keys(section, allowed: set, where: str) -> None:

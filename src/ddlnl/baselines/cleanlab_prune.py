@@ -1,0 +1,101 @@
+"""``cleanlab`` (optional): prune the samples confident learning flags, then CE on the rest.
+
+Out-of-sample predicted probabilities come from ``folds``-fold cross-validation with the
+CE baseline's network and recipe; ``cleanlab.filter.find_label_issues(labels, pred_probs,
+filter_by=...)`` flags label issues; the CE baseline is then trained on the kept samples.
+cleanlab is AGPL-3.0, so it is *not* a dependency of ddlnl: install it yourself
+(``pip install cleanlab``) to enable this baseline; without it the run records the
+baseline as skipped and goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ddlnl.baselines.base import (
+    Baseline,
+    BaselineContext,
+    BaselineUnavailable,
+    RunOutcome,
+    register_baseline,
+)
+from ddlnl.errors import ConfigError
+from ddlnl.evaluate import EvalResult, evaluate_set
+from ddlnl.train import train_network
+from ddlnl.utils.runtime import generator as make_generator
+
+MISSING = "cleanlab is not installed, so the optional 'cleanlab' baseline is skipped (cleanlab is AGPL-3.0 and not a ddlnl dependency)"
+HOW = "pip install cleanlab into this environment to enable it, or leave 'cleanlab' out of --baselines"
+
+
+def import_cleanlab_filter():
+    try:
+        from cleanlab import filter as cl_filter
+    except ImportError:
+        raise BaselineUnavailable(MISSING, HOW) from None
+    return cl_filter
+
+
+@register_baseline
+class CleanlabPrune(Baseline):
+    name = "cleanlab"
+    description = "confident-learning pruning (cleanlab find_label_issues) + CE on the kept samples; optional"
+
+    @dataclass
+    class Options:
+        folds: int = 5
+        filter_by: str = "prune_by_noise_rate"
+        train: dict = field(default_factory=dict)
+
+        def __post_init__(self):
+            if not isinstance(self.folds, int) or self.folds < 2:
+                raise ConfigError(f"cleanlab folds must be an integer >= 2, got {self.folds!r}", "use folds: 5")
+
+    def check(self) -> None:
+        import_cleanlab_filter()
+
+    def run(self, ctx: BaselineContext) -> EvalResult:
+        cl_filter = import_cleanlab_filter()
+        d, o = ctx.data, self.options
+        cfg = self.train_config(ctx.preset)
+        start = time.perf_counter()
+        labels = d.noisy.labels.astype(np.int64)
+        n = labels.size
+        rng = np.random.default_rng(ctx.seed)
+        fold_of = np.empty(n, dtype=np.int64)
+        for c in np.unique(labels):  # stratified folds
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            fold_of[idx] = np.arange(idx.size) % o.folds
+        pred_probs = np.zeros((n, d.num_classes), dtype=np.float64)
+        processed = 0
+        for f in range(o.folds):
+            tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
+            torch.manual_seed(ctx.seed * 1000 + 500 + f)
+            net = ctx.model()
+            stats = train_network(net, d.x_train[tr], d.y_train_noisy[tr], cfg, generator=make_generator(ctx.seed * 1000 + 500 + f),
+                                  progress=ctx.progress, desc=f"cleanlab fold {f + 1}/{o.folds}")
+            processed += stats.images_processed
+            net.eval()
+            with torch.no_grad():
+                xs = d.x_train[te]
+                probs = torch.cat([torch.softmax(net(xs[i : i + 1000].to(ctx.device)), 1).cpu() for i in range(0, len(te), 1000)])
+            pred_probs[te] = probs.double().numpy()
+            processed += len(te)
+        issues = np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=o.filter_by), dtype=bool)
+        keep = np.flatnonzero(~issues)
+        clean = np.asarray(d.splits.train.labels) == labels
+        ev = evaluate_set(d.x_train[keep], d.y_train_noisy[keep], test_images=d.x_test, test_labels=d.y_test,
+                          num_classes=d.num_classes, model=ctx.preset["model"], train=cfg, runs=ctx.runs, seed=ctx.seed,
+                          device=ctx.device, progress=ctx.progress, desc="cleanlab")
+        ev.images_processed += processed
+        ev.seconds = time.perf_counter() - start
+        self.details = {"kept": int(keep.size), "flagged": int(issues.sum()), "kept_label_precision": float(clean[keep].mean()),
+                        "flagged_noisy_fraction": float((~clean[issues]).mean()) if issues.any() else None}
+        return ev
+
+    def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:  # pragma: no cover - run() is overridden
+        raise NotImplementedError

@@ -1,0 +1,108 @@
+"""Fairness controls and cost accounting in result.json: hard labels, cross-architecture, init-only."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from ddlnl.distill import base as distill_base
+from ddlnl.distill.base import DistillContext, Distiller
+from ddlnl.synset import SyntheticSet
+from ddlnl.utils.runtime import generator
+
+
+class SoftWithInit(Distiller):
+    """A stand-in for DATM: soft labels, and an init-only control (its initialisation, undistilled)."""
+
+    name = "dummy_soft"
+    init_calls = 0
+
+    @dataclass
+    class Options:
+        sharpness: float = 3.0
+
+    def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        images, labels = ctx.random_real(ipc, generator(ctx.seed))
+        ctx.images_processed += 123
+        soft = torch.nn.functional.one_hot(labels, ctx.num_classes).float() * self.options.sharpness
+        return SyntheticSet(images + 0.01, soft, ctx.preprocess)
+
+    def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        type(self).init_calls += 1
+        images, labels = ctx.random_real(ipc, generator(ctx.seed + 1))
+        ctx.images_processed += 7
+        return SyntheticSet(images, labels, ctx.preprocess)
+
+
+@pytest.fixture
+def root(tmp_path):
+    from tests.data.fixtures import write_cifar10_npz
+
+    write_cifar10_npz(tmp_path, n_train_per_class=12, n_test_per_class=4)
+    return tmp_path
+
+
+def test_controls_and_costs_appear_in_result_json(root, monkeypatch):
+    from ddlnl.run import RunConfig, format_result_table, run_experiment
+
+    monkeypatch.setitem(distill_base._REGISTRY, "dummy_soft", SoftWithInit)
+    out = root / "run"
+    cfg = RunConfig(method="dummy_soft", ipc=2, preset="smoke", out=str(out), data_root=str(root), progress=False,
+                    overrides=["methods.dummy_soft={}", "evaluation.train.epochs=2", "baseline.train.epochs=1",
+                               "evaluation.cross_arch={name: convnet, width: 8, depth: 1}"],
+                    baselines=["ce", "gce"])
+    res = run_experiment(cfg, log=lambda m: None)
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["results"]["controls"].keys() == res["results"]["controls"].keys()
+    r, c = on_disk["results"], on_disk["results"]["controls"]
+    # hard-label control of a soft-label set: argmax labels, same images
+    assert r["distilled"]["label_kind"] == "soft" and c["hard_labels"]["label_kind"] == "hard"
+    assert 0 <= c["hard_labels"]["acc_mean"] <= 1 and c["hard_labels"]["runs"] == 1
+    # cross-architecture control on both the random and the distilled set
+    assert c["cross_arch"]["model"] == {"name": "convnet", "width": 8, "depth": 1}
+    for role in ("random", "distilled"):
+        assert c["cross_arch"][role]["model"]["width"] == 8 and 0 <= c["cross_arch"][role]["acc_mean"] <= 1
+    # init-only hook, evaluated with the common protocol
+    assert SoftWithInit.init_calls == 1 and (out / "init_only.safetensors").exists()
+    assert c["init_only"]["label_kind"] == "hard" and c["init_only"]["cost"]["breakdown"]["distill_images_processed"] == 7
+    # costs: wall time, images processed and device on every row
+    for row in (r["full_noisy"], r["baselines"]["gce"], r["random"], r["distilled"], c["hard_labels"], c["init_only"]):
+        assert set(row["cost"]) >= {"device", "seconds", "images_processed"} and row["cost"]["device"] == "cpu"
+        assert row["cost"]["seconds"] > 0 and row["cost"]["images_processed"] > 0
+    assert r["distilled"]["cost"]["breakdown"]["distill_images_processed"] == 123
+    assert r["baselines"]["ce"]["accs"] == r["full_noisy"]["accs"] and r["baselines"]["gce"]["train"]["loss"] == "gce"
+    table = format_result_table(on_disk)
+    for row in ("full noisy set (GCE)", "hard labels (control)", "init only", "convnet (control)"):
+        assert row in table
+    # a rerun reuses every stage, controls included
+    res2 = run_experiment(cfg, log=lambda m: None)
+    assert SoftWithInit.init_calls == 1 and res2["results"]["controls"]["hard_labels"]["accs"] == c["hard_labels"]["accs"]
+
+
+def test_cli_baselines_flag_and_skipped_controls(root, capsys):
+    """`ddlnl run --baselines`: rows per baseline, cleanlab skipped cleanly, controls recorded as skipped for DM."""
+    from ddlnl.cli import main
+
+    out = root / "cli"
+    rc = main(["run", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress",
+               "--baselines", "sce,cleanlab", "--set", "evaluation.train.epochs=2", "--set", "methods.dm.iterations=2",
+               "--set", "baseline.train.epochs=1"])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads((out / "result.json").read_text())
+    b = res["results"]["baselines"]
+    assert list(b) == ["ce", "sce", "cleanlab"] and "full_noisy" in res["results"]
+    assert b["sce"]["train"]["loss"] == "sce" and 0 <= b["sce"]["acc_mean"] <= 1
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        assert "not installed" in b["cleanlab"]["skipped"] and "| cleanlab-pruned set (CE) | skipped |" in stdout
+    assert "| full noisy set (SCE) |" in stdout and "| full noisy set (CE) |" in stdout
+    c = res["results"]["controls"]
+    assert "hard labels" in c["hard_labels"]["skipped"] and "cross_arch" in c["cross_arch"]["skipped"]
+    assert "no init-only" in c["init_only"]["skipped"]
+    assert res["results"]["distilled"]["cost"]["breakdown"]["distill_images_processed"] > 0  # DM's real + synthetic batches
+    rc = main(["run", "--preset", "smoke", "--data-root", str(root), "--out", str(out), "--baselines", "ce,mixup"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "mixup" in err and "Traceback" not in err
