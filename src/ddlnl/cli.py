@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from ddlnl.errors import ConfigError, DdlnlError
+from ddlnl.study_cli import COMMANDS as STUDY_COMMANDS
+from ddlnl.study_cli import add_parsers as add_study_parsers
 
 DEFAULTS = dict(dataset="cifar10", noise="symmetric", rate=0.4, method="dm", ipc=10, preset="quick", out="runs/demo")
 
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="baseline + random control + distilled set, evaluated; writes result.json")
     _add_experiment_args(p)
     p.add_argument("--out", default=DEFAULTS["out"], help="run folder (default: runs/demo)")
+    p.add_argument("--baselines", default="ce", metavar="LIST",
+                   help="noisy-label baselines on the full noisy set, comma-separated: ce, gce, sce, coteaching, dividemix, "
+                        "cleanlab (optional extra), or 'all' (default: ce; ce always runs)")
     p.add_argument("--json", action="store_true", help="print result.json instead of the table")
 
     p = sub.add_parser("noise", help="realise a noise model and print its rate and transition matrix")
@@ -79,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("methods", help="list distillation methods and presets")
+    add_study_parsers(sub)
     return parser
 
 
@@ -92,12 +98,14 @@ def _noise_spec(args):
 
 
 def cmd_run(args) -> int:
+    from ddlnl.baselines import parse_baselines
     from ddlnl.run import RunConfig, format_result_table, run_experiment
 
     spec = _noise_spec(args)
     cfg = RunConfig(dataset=args.dataset, noise=spec.type, rate=spec.rate, method=args.method, ipc=args.ipc, preset=args.preset,
                     out=args.out, seed=args.seed, noise_seed=spec.seed, data_root=args.data_root, imbalance=args.imbalance,
-                    device=args.device, overrides=args.overrides, progress=not args.no_progress)
+                    device=args.device, overrides=args.overrides, progress=not args.no_progress,
+                    baselines=parse_baselines(args.baselines))
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_experiment(cfg, log=log)
     if args.json:
@@ -148,7 +156,7 @@ def cmd_distill(args) -> int:
     seed_everything(args.seed)
     data = prepare_data(args.dataset, spec, preset, data_root=args.data_root, imbalance=args.imbalance, seed=args.seed)
     ctx = DistillContext(args.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess, preset["model"],
-                         device, args.seed, progress=not args.no_progress)
+                         device, args.seed, progress=not args.no_progress, noise={"type": spec.type, "rate": spec.rate})
     synset = distiller.run(ctx, args.ipc)
     config = {"dataset": args.dataset, "overrides": applied, "seed": args.seed, "imbalance": args.imbalance}
     synset.meta.update(_synset_meta(config, data, preset) | {"timings_s": ctx.timings})
@@ -186,15 +194,18 @@ def cmd_data(args) -> int:
 
 
 def cmd_methods(args) -> int:
+    from ddlnl.baselines import list_baselines
     from ddlnl.distill import list_distillers
     from ddlnl.presets import list_presets
 
     print("methods: " + ", ".join(list_distillers()))
+    print("baselines: " + ", ".join(list_baselines()))
     print("presets: " + ", ".join(list_presets()))
     return 0
 
 
 COMMANDS = {"run": cmd_run, "noise": cmd_noise, "distill": cmd_distill, "evaluate": cmd_evaluate, "data": cmd_data, "methods": cmd_methods}
+COMMANDS.update(STUDY_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,574 @@
+"""``ddlnl report DIR``: tables and figures from a study's results database.
+
+Writes into ``DIR/report/``:
+
+- ``report.md``: per dataset and noise family, a table of test accuracy (mean ± std, %)
+  of the full-noisy baseline, the random control and every method at every IPC, then the
+  noise-absorption tables and links to every figure;
+- ``results.csv`` (aggregated: per dataset, imbalance, noise, rate, method, IPC; all
+  evaluation runs of all seeds pooled) and ``cells.csv`` (one row per cell, with timings);
+- ``figures/*.png``:
+  ``acc_vs_ipc-*``: accuracy against IPC, one colour per noise level, the full-noisy
+  accuracy as a dashed line of the same colour, the random control dotted;
+  ``acc_vs_rate-*``: accuracy against (realised) noise rate per method and IPC;
+  ``per_class-*``: per-class accuracy (flip sources/targets marked for asymmetric noise;
+  classes in index order, which is head to tail for long-tailed sets);
+  ``synset-*``: the distilled images, one row per class (at most 20 rows, 10 columns);
+  ``absorption-*``: for asymmetric noise, row-normalised confusion matrices of networks
+  trained on the full noisy set, the random control and the distilled set, flip cells
+  outlined, and for soft-label sets the mean label mass on each flip target.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ddlnl.errors import ConfigError
+
+ROLES = ("full_noisy", "random", "distilled")
+MAX_GRID_ROWS, MAX_GRID_COLS = 20, 10
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def load_rows(folder: Path) -> tuple[list[dict], dict]:
+    """Finished cells, each with its evaluations under ``evals[role]``, and the study meta."""
+    from ddlnl.study.store import DB_NAME, open_readonly
+
+    if not (folder / DB_NAME).exists():
+        raise ConfigError(f"{folder} has no {DB_NAME}", "pass a folder written by `ddlnl study STUDY.yaml --out DIR`")
+    conn = open_readonly(folder)
+    try:
+        meta = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT key, value FROM meta")}
+        cells = [dict(r) for r in conn.execute("SELECT * FROM cells ORDER BY rowid")]
+        evals = defaultdict(dict)
+        for r in conn.execute("SELECT * FROM evaluations"):
+            d = dict(r)
+            for k in ("accs", "per_class", "confusion"):
+                d[k] = json.loads(d[k]) if d[k] else None
+            evals[d["cell_id"]][d["role"]] = d
+    finally:
+        conn.close()
+    for c in cells:
+        c["evals"] = evals.get(c["id"], {})
+        c["classes"] = json.loads(c["classes"]) if c.get("classes") else None
+        c["timings"] = json.loads(c["timings"]) if c.get("timings") else {}
+    meta["all_cells"] = cells
+    return [c for c in cells if c["status"] == "finished" and c["evals"]], meta
+
+
+def _human(noise: str) -> bool:
+    from ddlnl.data.noise import HUMAN_NOISE
+
+    return noise in HUMAN_NOISE
+
+
+def _family(c) -> str:
+    return "human" if _human(c["noise"]) else c["noise"]
+
+
+def _level(c) -> str:
+    return c["noise"] if _human(c["noise"]) or c["noise"] == "clean" else f"{c['rate']:g}"
+
+
+def _noise_name(c) -> str:
+    return _level(c) if _human(c["noise"]) or c["noise"] == "clean" else f"{c['noise']} {c['rate']:g}"
+
+
+def _x_rate(cells) -> float:
+    rates = [c["actual_rate"] for c in cells if c.get("actual_rate") is not None]
+    return float(np.mean(rates)) if rates else float(cells[0]["rate"])
+
+
+def _setting(c) -> tuple:
+    return (c["dataset"], c["imbalance"], c["preset"])
+
+
+def _setting_name(s) -> str:
+    ds, imb, preset = s
+    return f"{ds}{f'-lt{imb:g}' if imb is not None else ''}-{Path(preset).stem}"
+
+
+def _pool(evals: list[dict]) -> dict:
+    accs = [a for e in evals for a in (e["accs"] or [e["acc_mean"]])]
+    return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "n": len(accs)} if accs else None
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One row per (dataset, imbalance, preset, noise, rate, method, IPC); seeds and runs pooled.
+
+    The full-noisy baseline is counted once per group (it is shared by the group's cells).
+    """
+    groups = defaultdict(list)
+    for c in rows:
+        groups[_setting(c) + (c["noise"], c["rate"], c["method"], c["ipc"])].append(c)
+    baseline_by_noise = defaultdict(dict)
+    for c in rows:
+        if "full_noisy" in c["evals"]:
+            baseline_by_noise[_setting(c) + (c["noise"], c["rate"])].setdefault(c["cell_group"], c["evals"]["full_noisy"])
+    out = []
+    for key, cells in groups.items():
+        ds, imb, preset, noise, rate, method, ipc = key
+        row = {"dataset": ds, "imbalance": imb, "preset": preset, "noise": noise, "rate": rate, "actual_rate": _x_rate(cells),
+               "method": method, "ipc": ipc, "seeds": len({c["seed"] for c in cells}), "cells": cells}
+        pools = {"full_noisy": _pool(list(baseline_by_noise[key[:5]].values())),
+                 "random": _pool([c["evals"]["random"] for c in cells if "random" in c["evals"]]),
+                 "distilled": _pool([c["evals"]["distilled"] for c in cells if "distilled" in c["evals"]])}
+        for role, p in pools.items():
+            row[role] = p
+        out.append(row)
+    out.sort(key=lambda r: (r["dataset"], r["imbalance"] or 0, r["preset"], _family(r), r["rate"], r["noise"], r["method"], r["ipc"]))
+    return out
+
+
+# -- tables -------------------------------------------------------------------------------
+
+def _num(v, fmt: str = ".2f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _pct(p) -> str:
+    return "–" if p is None else f"{100 * p['mean']:.2f} ± {100 * p['std']:.2f}"
+
+
+def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: Path) -> list[Path]:
+    from ddlnl.utils.io import atomic_path
+
+    paths = []
+    p = folder / "results.csv"
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "imbalance", "preset", "noise", "rate", "actual_rate", "method", "ipc", "seeds",
+                    *[f"{r}_{s}" for r in ROLES for s in ("mean", "std", "n")]])
+        for r in agg:
+            w.writerow([r["dataset"], r["imbalance"], r["preset"], r["noise"], r["rate"], f"{r['actual_rate']:.6f}", r["method"], r["ipc"],
+                        r["seeds"], *[x for role in ROLES for x in ((f"{r[role]['mean']:.6f}", f"{r[role]['std']:.6f}", r[role]["n"])
+                                                                     if r[role] else ("", "", 0))]])
+    paths.append(p)
+    p = folder / "cells.csv"
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "status", "dataset", "imbalance", "preset", "noise", "rate", "actual_rate", "seed", "method", "ipc",
+                    *[f"{r}_acc_mean" for r in ROLES], "wall_s", "experiment_s", "overhead_s", "baselines_s", "experts_s",
+                    "distill_s", "evaluate_s", "shared", "attempts", "executor", "job_id", "out_dir", "error"])
+        for c in all_cells:
+            ev, t = c.get("evals", {}), c.get("timings") or {}
+            w.writerow([c["id"], c["status"], c["dataset"], c["imbalance"], c["preset"], c["noise"], c["rate"], c["actual_rate"], c["seed"],
+                        c["method"], c["ipc"], *[ev[r]["acc_mean"] if r in ev else "" for r in ROLES],
+                        c["wall_s"], c["experiment_s"], c["overhead_s"], *[t.get(k, "") for k in ("baselines", "experts", "distill", "evaluate")],
+                        c["shared"], c["attempts"], c["executor"], c["job_id"], c["out_dir"], c["error"]])
+    paths.append(p)
+    return paths
+
+
+def markdown_tables(agg: list[dict]) -> list[str]:
+    lines = []
+    by_family = defaultdict(list)
+    for r in agg:
+        by_family[(r["dataset"], r["imbalance"], r["preset"], _family(r))].append(r)
+    for (ds, imb, preset, fam), rs in by_family.items():
+        ipcs = sorted({r["ipc"] for r in rs})
+        methods_at = {i: sorted({r["method"] for r in rs if r["ipc"] == i}) for i in ipcs}  # only columns with cells
+        levels = sorted({(r["rate"], r["noise"]) for r in rs})
+        title = f"{ds}{f' (long-tailed, ρ={imb:g})' if imb is not None else ''}, {fam if fam != 'human' else 'human (CIFAR-N) labels'}, preset {Path(preset).stem}"
+        cols = ["noise", "realised rate", "full noisy"] + [f"{name} IPC {i}" for i in ipcs for name in ["random", *methods_at[i]]]
+        lines += [f"### {title}", "", "Test accuracy (%), mean ± std over all evaluation runs and seeds.", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for rate, noise in levels:
+            sub = [r for r in rs if r["rate"] == rate and r["noise"] == noise]
+            lab = _level(sub[0])
+            cells = [lab, f"{100 * _x_rate([c for r in sub for c in r['cells']]):.1f}%", _pct(sub[0]["full_noisy"])]
+            for i in ipcs:
+                at = [r for r in sub if r["ipc"] == i]
+                cells.append(_pct(at[0]["random"]) if at else "–")
+                for m in methods_at[i]:
+                    mm = [r for r in at if r["method"] == m]
+                    cells.append(_pct(mm[0]["distilled"]) if mm else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def other_rows_table(rows: list[dict]) -> list[str]:
+    """Noisy-label baselines and fairness controls (``baselines.*``, ``controls.*`` evaluations), pooled over seeds."""
+    pooled = defaultdict(list)
+    for c in rows:
+        for role, ev in c["evals"].items():
+            if role not in ROLES:
+                key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
+                pooled[(_setting_name(_setting(c)), _noise_name(c), role, key_ipc)].append(ev)
+    if not pooled:
+        return []
+    lines = ["## Other rows: noisy-label baselines and controls", "", "| setting | noise | row | method, IPC | test acc (%) |",
+             "|---|---|---|---|---|"]
+    for (setting, noise, role, mi), evs in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if role.startswith("baselines."):  # one per group: identical across the group's cells
+            evs = evs[:1]
+        lines.append(f"| {setting} | {noise} | {role} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | {_pct(_pool(evs))} |")
+    return lines + [""]
+
+
+# -- figures ------------------------------------------------------------------------------
+
+def _save(fig, path: Path) -> Path:
+    from ddlnl.utils.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def fig_acc_vs_ipc(agg, folder: Path) -> list[Path]:
+    plt = _plt()
+    out = []
+    groups = defaultdict(list)
+    for r in agg:
+        groups[(_setting(r), _family(r), r["method"])].append(r)
+    for (setting, fam, method), rs in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        levels = sorted({(r["rate"], r["noise"]) for r in rs})
+        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(levels), 1)))
+        ipcs_all = sorted({r["ipc"] for r in rs})
+        for (rate, noise), col in zip(levels, colours):
+            sub = sorted((r for r in rs if r["rate"] == rate and r["noise"] == noise), key=lambda r: r["ipc"])
+            x = [r["ipc"] for r in sub]
+            label = _level(sub[0]) + (f" ({100 * sub[0]['actual_rate']:.0f}%)" if fam == "human" else "")
+            d = [r["distilled"] for r in sub]
+            ax.errorbar(x, [100 * p["mean"] for p in d], yerr=[100 * p["std"] for p in d], color=col, marker="o", capsize=3,
+                        label=f"{method}, noise {label}")
+            rnd = [r["random"] for r in sub if r["random"]]
+            if rnd:
+                ax.plot(x[:len(rnd)], [100 * p["mean"] for p in rnd], color=col, marker="x", linestyle=":", alpha=0.7)
+            if sub[0]["full_noisy"]:
+                ax.axhline(100 * sub[0]["full_noisy"]["mean"], color=col, linestyle="--", linewidth=1.2)
+        if len(ipcs_all) > 1:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(ipcs_all)
+        ax.set_xticklabels([str(i) for i in ipcs_all])
+        ax.set_xlabel("images per class (IPC)")
+        ax.set_ylabel("clean test accuracy (%)")
+        ax.set_title(f"{_setting_name(setting)}: {fam} noise\nsolid: {method}; dotted: random real; dashed: full noisy set")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        out.append(_save(fig, folder / f"acc_vs_ipc-{_setting_name(setting)}-{fam}-{method}.png"))
+    return out
+
+
+def fig_acc_vs_rate(agg, folder: Path) -> list[Path]:
+    plt = _plt()
+    out = []
+    groups = defaultdict(list)
+    for r in agg:
+        groups[(_setting(r), _family(r))].append(r)
+    for (setting, fam), rs in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        lines = sorted({(r["method"], r["ipc"]) for r in rs})
+        colours = plt.cm.tab10(np.arange(len(lines)) % 10)
+        for (m, ipc), col in zip(lines, colours):
+            sub = sorted((r for r in rs if r["method"] == m and r["ipc"] == ipc), key=lambda r: r["actual_rate"])
+            x = [100 * r["actual_rate"] for r in sub]
+            ax.errorbar(x, [100 * r["distilled"]["mean"] for r in sub], yerr=[100 * r["distilled"]["std"] for r in sub],
+                        color=col, marker="o", capsize=3, label=f"{m} IPC {ipc}")
+        for ipc in sorted({r["ipc"] for r in rs}):
+            sub = {}
+            for r in rs:
+                if r["ipc"] == ipc and r["random"]:
+                    sub.setdefault(r["actual_rate"], r["random"])
+            xs = sorted(sub)
+            ax.plot([100 * x for x in xs], [100 * sub[x]["mean"] for x in xs], linestyle=":", marker="x", color="grey",
+                    alpha=0.5 + 0.5 * ipc / max(r["ipc"] for r in rs), label=f"random IPC {ipc}")
+        base = {}
+        for r in rs:
+            if r["full_noisy"]:
+                base.setdefault(r["actual_rate"], r["full_noisy"])
+        xs = sorted(base)
+        ax.errorbar([100 * x for x in xs], [100 * base[x]["mean"] for x in xs], yerr=[100 * base[x]["std"] for x in xs],
+                    color="black", linestyle="--", marker="s", capsize=3, label="full noisy set")
+        if fam == "human":
+            for x in xs:
+                name = next(r["noise"] for r in rs if r["actual_rate"] == x)
+                ax.annotate(name, (100 * x, 100 * base[x]["mean"]), textcoords="offset points", xytext=(3, 5), fontsize=7)
+        ax.set_xlabel("realised noise rate (%)")
+        ax.set_ylabel("clean test accuracy (%)")
+        ax.set_title(f"{_setting_name(setting)}: {fam} noise")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        out.append(_save(fig, folder / f"acc_vs_rate-{_setting_name(setting)}-{fam}.png"))
+    return out
+
+
+def _flips(c) -> list[tuple[int, int]]:
+    if c["noise"] not in ("asymmetric", "pairflip"):
+        return []
+    from ddlnl.data.noise import transition_matrix
+
+    C = len(c["classes"] or []) or len(c["evals"]["distilled"]["per_class"])
+    try:
+        P = transition_matrix(c["noise"], max(c["rate"], 0.5), C, c["dataset"])
+    except ConfigError:
+        return []
+    return [(int(s), int(t)) for s, t in zip(*np.nonzero(P)) if s != t]
+
+
+def fig_per_class(agg, folder: Path) -> list[Path]:
+    plt = _plt()
+    out = []
+    groups = defaultdict(list)
+    for r in agg:
+        groups[(_setting(r), r["noise"], r["rate"])].append(r)
+    for (setting, noise, rate), rs in groups.items():
+        top = max(r["ipc"] for r in rs)
+        at = [r for r in rs if r["ipc"] == top]
+        c0 = at[0]["cells"][0]
+        C = len(c0["evals"]["distilled"]["per_class"])
+        names = c0["classes"] or [str(i) for i in range(C)]
+        series = [("full noisy set", [c["evals"]["full_noisy"] for r in at for c in r["cells"] if "full_noisy" in c["evals"]][:1])]
+        series.append((f"random IPC {top}", [c["evals"]["random"] for c in at[0]["cells"] if "random" in c["evals"]]))
+        series += [(f"{r['method']} IPC {top}", [c["evals"]["distilled"] for c in r["cells"]]) for r in at]
+        fig, ax = plt.subplots(figsize=(max(6, 0.55 * C) if C <= 20 else 10, 4.2))
+        width = 0.8 / len(series)
+        for k, (label, evs) in enumerate(series):
+            if not evs:
+                continue
+            pc = 100 * np.mean([e["per_class"] for e in evs], axis=0)
+            if C <= 20:
+                ax.bar(np.arange(C) + (k - (len(series) - 1) / 2) * width, pc, width, label=label)
+            else:
+                ax.plot(np.arange(C), pc, label=label, linewidth=1)
+        flips = _flips(c0)
+        if C <= 20:
+            ax.set_xticks(np.arange(C))
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ticks = ax.get_xticklabels()
+            for t in {t for _, t in flips} - {s for s, _ in flips}:
+                ticks[t].set_color("tab:blue")
+            for s in {s for s, _ in flips}:
+                ticks[s].set_color("tab:red")
+        ax.set_ylabel("clean test accuracy (%)")
+        lt = " (classes head → tail)" if setting[1] is not None else ""
+        mark = "; red: flip sources, blue: flip targets" if flips and C <= 20 else ""
+        ax.set_title(f"{_setting_name(setting)}: noise {_noise_name(c0)} — per-class accuracy{lt}{mark}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        out.append(_save(fig, folder / f"per_class-{_setting_name(setting)}-{_noise_name(c0).replace(' ', '-')}.png"))
+    return out
+
+
+def _synset_images(path: str):
+
+    from ddlnl.synset import SyntheticSet
+
+    s = SyntheticSet.load(path)
+    imgs = s.preprocess.inverse(s.images).clamp(0, 1)
+    labels = s.hard_labels()
+    return imgs.permute(0, 2, 3, 1).numpy(), labels.numpy(), s
+
+
+def fig_synsets(rows, folder: Path) -> list[Path]:
+    """One grid per (group, method): the cell with the largest IPC up to 10 (else the smallest IPC)."""
+    plt = _plt()
+    out = []
+    best = {}
+    for c in rows:
+        ev = c["evals"].get("distilled")
+        if not ev or not ev.get("synset_path") or not Path(ev["synset_path"]).exists():
+            continue
+        key = (c["cell_group"], c["method"])
+        cur = best.get(key)
+        score = (c["ipc"] <= MAX_GRID_COLS, c["ipc"] if c["ipc"] <= MAX_GRID_COLS else -c["ipc"])
+        if cur is None or score > cur[0]:
+            best[key] = (score, c)
+    for (group, method), (_, c) in sorted(best.items()):
+        imgs, labels, s = _synset_images(c["evals"]["distilled"]["synset_path"])
+        C = len(c["classes"] or []) or int(labels.max()) + 1
+        ipc = c["ipc"]
+        per_class_order = imgs.shape[0] == C * ipc
+        rows_n, cols_n = min(C, MAX_GRID_ROWS), min(ipc, MAX_GRID_COLS)
+        fig, axes = plt.subplots(rows_n, cols_n, figsize=(0.9 * cols_n + 1.2, 0.9 * rows_n), squeeze=False)
+        names = c["classes"] or [str(i) for i in range(C)]
+        for r in range(rows_n):
+            idx = np.arange(r * ipc, (r + 1) * ipc) if per_class_order else np.flatnonzero(labels == r)
+            for k in range(cols_n):
+                ax = axes[r][k]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if k < len(idx):
+                    img = imgs[idx[k]]
+                    ax.imshow(img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
+                if k == 0:
+                    ax.set_ylabel(names[r], rotation=0, ha="right", va="center", fontsize=7)
+        title = f"{method} IPC {ipc}, {c['dataset']}, noise {_noise_name(c)} ({s.label_kind} labels)"
+        if C > rows_n:
+            title += f" — first {rows_n} of {C} classes"
+        fig.suptitle(title, fontsize=8)
+        out.append(_save(fig, folder / f"synset-{group}-{method}-ipc{ipc}.png"))
+    return out
+
+
+def _soft_mass(path: str, ipc: int, C: int, flips) -> list[tuple[int, int, float, float]] | None:
+    """For a soft-label set: mean softmax mass on (own class, flip target) over the images of each flip source."""
+    import torch
+
+    from ddlnl.synset import SyntheticSet
+
+    s = SyntheticSet.load(path)
+    if s.label_kind != "soft":
+        return None
+    probs = torch.softmax(s.labels.float(), dim=1).numpy()
+    cls = np.arange(probs.shape[0]) // ipc if probs.shape[0] == C * ipc else probs.argmax(1)
+    out = []
+    for src, tgt in flips:
+        sel = probs[cls == src]
+        if len(sel):
+            out.append((src, tgt, float(sel[:, src].mean()), float(sel[:, tgt].mean())))
+    return out
+
+
+def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
+    plt = _plt()
+    out, md = [], []
+    for c in rows:
+        flips = _flips(c) if c["noise"] == "asymmetric" else []
+        if not flips:
+            continue
+        ev = c["evals"]
+        C = len(ev["distilled"]["per_class"])
+        names = c["classes"] or [str(i) for i in range(C)]
+        roles = [r for r in ROLES if r in ev and ev[r].get("confusion")]
+        fig, axes = plt.subplots(1, len(roles), figsize=(4.8 * len(roles), 4.4), squeeze=False, layout="constrained")
+        rates = {}
+        for ax, role in zip(axes[0], roles):
+            M = np.asarray(ev[role]["confusion"], dtype=float)
+            M = M / np.maximum(M.sum(1, keepdims=True), 1)
+            rates[role] = M
+            ax.imshow(M, vmin=0, vmax=1, cmap="Blues")
+            for s, t in flips:
+                ax.add_patch(plt.Rectangle((t - 0.5, s - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=1.5))
+            if C <= 20:
+                ax.set_xticks(range(C))
+                ax.set_xticklabels(names, rotation=90, fontsize=6)
+                ax.set_yticks(range(C))
+                ax.set_yticklabels(names, fontsize=6)
+                for i in range(C):
+                    for j in range(C):
+                        if M[i, j] >= 0.05:
+                            ax.text(j, i, f"{100 * M[i, j]:.0f}", ha="center", va="center", fontsize=5,
+                                    color="white" if M[i, j] > 0.5 else "black")
+            label = {"full_noisy": "full noisy set", "random": f"random IPC {c['ipc']}", "distilled": f"{c['method']} IPC {c['ipc']}"}[role]
+            ax.set_title(f"trained on: {label}", fontsize=8)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true class")
+        fig.suptitle(f"{c['dataset']} asymmetric {c['rate']:g}: confusion (rows normalised); red: flip source → target", fontsize=9)
+        out.append(_save(fig, folder / f"absorption-{c['id']}.png"))
+        md += [f"#### {c['id']}", "", "Share of test images of each flip source predicted as its target (%):", "",
+               "| flip | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+        shown = flips if len(flips) <= 12 else flips[:12]
+        for s, t in shown:
+            md.append(f"| {names[s]} → {names[t]} | " + " | ".join(f"{100 * rates[r][s, t]:.1f}" for r in roles) + " |")
+        if len(flips) > len(shown):
+            md.append(f"| mean over all {len(flips)} flips | " + " | ".join(f"{100 * np.mean([rates[r][s, t] for s, t in flips]):.1f}" for r in roles) + " |")
+        md.append("")
+        path = ev["distilled"].get("synset_path")
+        if ev["distilled"].get("label_kind") == "soft" and path and Path(path).exists():
+            mass = _soft_mass(path, c["ipc"], C, flips)
+            if mass:
+                fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(mass)), 3.5))
+                x = np.arange(len(mass))
+                ax.bar(x - 0.2, [100 * m[2] for m in mass], 0.4, label="own class")
+                ax.bar(x + 0.2, [100 * m[3] for m in mass], 0.4, label="flip target")
+                ax.set_xticks(x)
+                ax.set_xticklabels([f"{names[m[0]]}→{names[m[1]]}" for m in mass], rotation=45, ha="right", fontsize=7)
+                ax.set_ylabel("mean soft-label mass (%)")
+                ax.set_title(f"{c['method']} IPC {c['ipc']}: label mass of the synthetic images of each flip source", fontsize=8)
+                ax.legend(fontsize=7)
+                out.append(_save(fig, folder / f"absorption-softlabels-{c['id']}.png"))
+                md += ["Soft labels of the synthetic images of each flip source: mean mass on own class / flip target (%):", "",
+                       "| flip | own class | flip target |", "|---|---|---|"]
+                md += [f"| {names[s]} → {names[t]} | {100 * a:.1f} | {100 * b:.1f} |" for s, t, a, b in mass] + [""]
+    return out, md
+
+
+# -- the report ---------------------------------------------------------------------------
+
+def write_report(study_dir: str | Path, out: str | Path | None = None) -> dict:
+    study_dir = Path(study_dir)
+    folder = Path(out) if out else study_dir / "report"
+    figdir = folder / "figures"
+    rows, meta = load_rows(study_dir)
+    all_cells = meta.pop("all_cells")
+    folder.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(rows)
+    csvs = write_csv(agg, rows, all_cells, folder)
+    figures = []
+    if agg:
+        figures += fig_acc_vs_ipc(agg, figdir)
+        figures += fig_acc_vs_rate(agg, figdir)
+        figures += fig_per_class(agg, figdir)
+    figures += fig_synsets(rows, figdir)
+    absorption, absorption_md = fig_absorption(rows, figdir)
+    figures += absorption
+
+    study = meta.get("study", {})
+    counts = defaultdict(int)
+    for c in all_cells:
+        counts[c["status"]] += 1
+    runs = meta.get("runs", [])
+    ov = [c["overhead_s"] for c in rows if c.get("overhead_s") is not None]
+    tt = defaultdict(float)
+    for c in rows:
+        for k, v in (c.get("timings") or {}).items():
+            tt[k] += v or 0.0
+    lines = [f"# Study report: {study.get('name', study_dir.name)}", ""]
+    if study.get("description"):
+        lines += [study["description"], ""]
+    lines += [f"Cells: {len(all_cells)} ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}).", ""]
+    if runs:
+        lines += ["Study runs (wall time of each `ddlnl study` invocation):", "",
+                  "| when (UTC) | executor | ran | skipped | failed | wall (s) | runner overhead per cell (s) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.get('at', '')} | {r.get('executor')} | {r.get('ran')} | {r.get('skipped')} | {r.get('failed')} | {r.get('wall_s', 0):.1f} | "
+                  f"{_num(r.get('overhead_s_mean'))} |" for r in runs]
+        lines.append("")
+    if ov:
+        lines += [(f"Runner overhead (cell wall time minus `run_experiment`'s own time: process start, imports, copying shared "
+                   f"stages, database writes): mean {np.mean(ov):.2f} s, max {np.max(ov):.2f} s per cell."), ""]
+    if tt:
+        lines += ["Compute recorded in the cells' result.json (s; a shared baseline is counted in every cell that reuses it): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in tt.items()), ""]
+    failed = [c for c in all_cells if c["status"] == "failed"]
+    if failed:
+        lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
+        lines += [f"| {c['id']} | {(c['error'] or '').splitlines()[0][:200] if c['error'] else ''} |" for c in failed] + [""]
+    lines += ["## Accuracy", ""] + markdown_tables(agg)
+    lines += other_rows_table(rows)
+    lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell).", ""]
+    if absorption_md:
+        lines += ["## Noise absorption (asymmetric noise)", ""] + absorption_md
+    lines += ["## Figures", ""]
+    for f in figures:
+        rel = f.relative_to(folder)
+        lines += [f"**{f.stem}**", "", f"![{f.stem}]({rel.as_posix()})", ""]
+    from ddlnl.utils.io import atomic_path
+
+    md = folder / "report.md"
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return {"folder": folder, "markdown": md, "csv": csvs, "figures": figures}

@@ -1,0 +1,212 @@
+"""The results database: ``study.sqlite`` in the study folder.
+
+Tables
+------
+``cells``        one row per cell: status (pending / running / finished / failed), the full
+                 config (JSON) and its hash, timings, the executor and job id, artefact paths.
+``evaluations``  one row per cell and evaluated training set (``full_noisy``, ``random``,
+                 ``distilled``): mean/std accuracy, per-run accuracies, per-class accuracy,
+                 confusion matrix, label kind and the synthetic-set file.
+``meta``         the study name, the parsed study file and bookkeeping (key/value JSON).
+
+Only the study driver writes, each change in one transaction (``with conn:``), in WAL
+mode, so a driver killed at any moment leaves the database at the last finished change.
+A finished cell is recorded (row + evaluations) in one transaction after its
+``result.json`` exists, so nothing is half-recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+DB_NAME = "study.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS cells (
+    id TEXT PRIMARY KEY,
+    study TEXT,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    cell_group TEXT,
+    dataset TEXT, noise TEXT, rate REAL, seed INTEGER, method TEXT, ipc INTEGER, preset TEXT, imbalance REAL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    executor TEXT, job_id TEXT,
+    submitted_at REAL, started_at REAL, finished_at REAL,
+    wall_s REAL,           -- driver: submitted -> recorded
+    worker_s REAL,         -- worker: the cell function, start to end
+    experiment_s REAL,     -- run_experiment's own wall time
+    overhead_s REAL,       -- wall_s - experiment_s: what the study runner adds
+    shared TEXT,           -- JSON: which stages came from a sibling cell
+    timings TEXT,          -- JSON: result.json's timings_s
+    out_dir TEXT, result_path TEXT, log_path TEXT,
+    actual_rate REAL,      -- realised noise rate of the cell's training labels
+    classes TEXT,          -- JSON list of class names
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    cell_id TEXT NOT NULL REFERENCES cells(id),
+    role TEXT NOT NULL,
+    acc_mean REAL, acc_std REAL, runs INTEGER,
+    accs TEXT, per_class TEXT, confusion TEXT,
+    label_kind TEXT, synset_path TEXT, seconds REAL,
+    PRIMARY KEY (cell_id, role)
+);
+"""
+
+ROLES = ("full_noisy", "random", "distilled")
+
+
+class Store:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / DB_NAME
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        for stmt in SCHEMA.strip().split(";"):
+            if stmt.strip():
+                self.conn.execute(stmt)
+        self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _tx(self, fn):
+        """Run ``fn(conn)`` in one IMMEDIATE transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(self.conn)
+            self.conn.execute("COMMIT")
+            return out
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # -- meta ------------------------------------------------------------------------------
+    def set_meta(self, key: str, value) -> None:
+        self._tx(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, default=str))))
+
+    def get_meta(self, key: str, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- cells -----------------------------------------------------------------------------
+    def sync_cells(self, study: str, cells, out_dirs: dict[str, Path]) -> None:
+        """Insert new cells as pending; a cell whose config changed goes back to pending."""
+        def fn(c):
+            for cell in cells:
+                cfg, h = cell.full_config(), cell.config_hash()
+                row = c.execute("SELECT config_hash FROM cells WHERE id = ?", (cell.id,)).fetchone()
+                if row is None:
+                    c.execute(
+                        "INSERT INTO cells (id, study, config, config_hash, cell_group, dataset, noise, rate, seed, method, ipc, preset,"
+                        " imbalance, status, out_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)",
+                        (cell.id, study, json.dumps(cfg), h, cell.group, cell.dataset, cell.noise, cell.rate, cell.seed, cell.method,
+                         cell.ipc, cell.preset, cell.imbalance, str(out_dirs[cell.id])))
+                elif row[0] != h:
+                    c.execute("UPDATE cells SET config = ?, config_hash = ?, status = 'pending', error = NULL WHERE id = ?",
+                              (json.dumps(cfg), h, cell.id))
+                    c.execute("DELETE FROM evaluations WHERE cell_id = ?", (cell.id,))
+        self._tx(fn)
+
+    def cell(self, cell_id: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM cells WHERE id = ?", (cell_id,)).fetchone()
+        return dict(row) if row else None
+
+    def cells(self, status: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM cells", ()
+        if status:
+            q, args = q + " WHERE status = ?", (status,)
+        return [dict(r) for r in self.conn.execute(q + " ORDER BY rowid", args)]
+
+    def status_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status")}
+
+    def mark_submitted(self, cell_id: str, executor: str, job_id: str | None = None) -> None:
+        self._tx(lambda c: c.execute(
+            "UPDATE cells SET status = 'running', attempts = attempts + 1, executor = ?, job_id = ?, submitted_at = ?,"
+            " error = NULL WHERE id = ?", (executor, job_id, time.time(), cell_id)))
+
+    def set_job_id(self, cell_id: str, job_id: str) -> None:
+        self._tx(lambda c: c.execute("UPDATE cells SET job_id = ? WHERE id = ?", (job_id, cell_id)))
+
+    def mark_failed(self, cell_id: str, error: str, outcome: dict | None = None) -> None:
+        outcome = outcome or {}
+        self._tx(lambda c: c.execute(
+            "UPDATE cells SET status = 'failed', error = ?, started_at = ?, finished_at = ?, worker_s = ?, log_path = ? WHERE id = ?",
+            (error, outcome.get("started_at"), time.time(), outcome.get("worker_s"), outcome.get("log_path"), cell_id)))
+
+    def reset_unfinished(self, keep: set[str] = frozenset()) -> int:
+        """After a killed driver: cells left 'running' (or failed) are pending again, except ``keep``
+        (jobs re-attached on the cluster)."""
+        def fn(c):
+            n = 0
+            for (cid,) in c.execute("SELECT id FROM cells WHERE status IN ('running', 'failed')").fetchall():
+                if cid not in keep:
+                    n += c.execute("UPDATE cells SET status = 'pending' WHERE id = ?", (cid,)).rowcount
+            return n
+        return self._tx(fn)
+
+    def record_finished(self, cell_id: str, result: dict, outcome: dict) -> None:
+        """Cell row and its three evaluation rows, in one transaction."""
+        now = time.time()
+
+        def fn(c):
+            row = c.execute("SELECT submitted_at FROM cells WHERE id = ?", (cell_id,)).fetchone()
+            submitted = row[0] if row and row[0] else outcome.get("started_at", now)
+            wall = now - submitted if outcome.get("adopted") is not True else None
+            exp_s = result.get("timings_s", {}).get("total")
+            overhead = (wall - exp_s) if (wall is not None and exp_s is not None and not outcome.get("adopted")) else None
+            c.execute(
+                "UPDATE cells SET status = 'finished', started_at = ?, finished_at = ?, wall_s = ?, worker_s = ?, experiment_s = ?,"
+                " overhead_s = ?, shared = ?, timings = ?, result_path = ?, log_path = ?, actual_rate = ?, classes = ?,"
+                " error = NULL WHERE id = ?",
+                (outcome.get("started_at"), now, wall, outcome.get("worker_s"), exp_s, overhead,
+                 json.dumps(outcome.get("shared", {})), json.dumps(result.get("timings_s", {})), outcome.get("result_path"),
+                 outcome.get("log_path"), result.get("noise", {}).get("actual_rate"), json.dumps(result.get("classes")), cell_id))
+            c.execute("DELETE FROM evaluations WHERE cell_id = ?", (cell_id,))
+            out_dir = Path(outcome.get("result_path", "")).parent
+            for role, r in evaluated_rows(result.get("results", {})):
+                synset = r.get("synset")
+                c.execute(
+                    "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (cell_id, role, r.get("acc_mean"), r.get("acc_std"), r.get("runs"), json.dumps(r.get("accs")),
+                     json.dumps(r.get("per_class")), json.dumps(r.get("confusion")), r.get("label_kind", "hard"),
+                     str(out_dir / synset) if synset else None, r.get("seconds")))
+        self._tx(fn)
+
+    def evaluations(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM evaluations ORDER BY rowid")]
+
+
+def evaluated_rows(results: dict) -> list[tuple[str, dict]]:
+    """(role, row) for every evaluated training set in ``result.json``'s ``results``: the three
+    main rows, then any ``baselines.<name>`` (other than CE, which is ``full_noisy``) and
+    ``controls.<name>`` rows that carry an accuracy."""
+    rows = [(role, results[role]) for role in ROLES if isinstance(results.get(role), dict)]
+    for section in ("baselines", "controls"):
+        for name, r in (results.get(section) or {}).items():
+            if isinstance(r, dict) and "acc_mean" in r and not (section == "baselines" and name == "ce"):
+                rows.append((f"{section}.{name}", r))
+    return rows
+
+
+def open_readonly(folder: str | Path) -> sqlite3.Connection:
+    path = Path(folder) / DB_NAME
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    return conn
