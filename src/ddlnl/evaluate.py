@@ -76,15 +76,26 @@ def evaluate_set(
     desc: str = "eval",
 ) -> EvalResult:
     """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set."""
+
+    def train_one(r: int, run_seed: int):
+        torch.manual_seed(run_seed)
+        net = build_model(model, num_classes, images.shape[-1]).to(device)
+        stats = train_network(net, images, labels, train, generator=make_generator(run_seed), progress=progress,
+                              desc=f"{desc} {r + 1}/{runs}")
+        return net, stats.images_processed
+
+    return evaluate_runs(train_one, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
+                         num_classes=num_classes, train=train, model=model)
+
+
+def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
+                  num_classes: int, train: TrainConfig, model: dict) -> EvalResult:
+    """The protocol's loop: ``train_one(r, seed*1000 + r) -> (net, images_processed)`` per run, each net tested."""
     start = time.perf_counter()
     accs, per_class, confusion, processed = [], [], np.zeros((num_classes, num_classes), dtype=np.int64), 0
     for r in range(runs):
-        torch.manual_seed(seed * 1000 + r)
-        net = build_model(model, num_classes, images.shape[-1]).to(device)
-        stats = train_network(
-            net, images, labels, train, generator=make_generator(seed * 1000 + r), progress=progress, desc=f"{desc} {r + 1}/{runs}"
-        )
-        processed += stats.images_processed
+        net, n_images = train_one(r, seed * 1000 + r)
+        processed += n_images
         acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
         accs.append(acc)
         per_class.append(pc)

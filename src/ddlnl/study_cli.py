@@ -6,7 +6,6 @@ Wired into ``ddlnl.cli`` with ``add_parsers(sub)`` and ``COMMANDS``; also runnab
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -88,24 +87,10 @@ COMMANDS = {"study": cmd_study, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ddlnl.errors import DdlnlError
+    """``python -m ddlnl.study_cli ...``: the same as ``ddlnl ...`` (one error handler for every command)."""
+    from ddlnl.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="ddlnl")
-    parser.add_argument("--debug", action="store_true")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except DdlnlError as e:
-        if args.debug:
-            raise
-        print(f"ddlnl {args.command}: error: {e.problem}", file=sys.stderr)
-        if e.fix:
-            print(f"  fix: {e.fix}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; finished cells are recorded and a rerun resumes", file=sys.stderr)
-        return 130
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -19,18 +19,16 @@ for this baseline only (e.g. a longer schedule). Leave it out to keep the shared
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from ddlnl.errors import ConfigError, DdlnlError
-from ddlnl.evaluate import EvalResult, accuracy_report, build_model, test_predictions
+from ddlnl.evaluate import EvalResult, build_model, evaluate_runs
 from ddlnl.train import TrainConfig
 
 
@@ -101,30 +99,17 @@ class Baseline(ABC):
         """Train ``ctx.runs`` networks (seeds ``seed*1000 + r``) and test each on the clean test set."""
         self.check()
         d = ctx.data
-        start = time.perf_counter()
-        accs, per_class, processed, per_run = [], [], 0, []
-        confusion = np.zeros((d.num_classes, d.num_classes), dtype=np.int64)
-        for r in range(ctx.runs):
-            outcome = self.train(ctx, ctx.seed * 1000 + r)
-            processed += outcome.images_processed
-            acc, pc, conf = accuracy_report(test_predictions(outcome.net, d.x_test), d.y_test, d.num_classes)
-            accs.append(acc)
-            per_class.append(pc)
-            confusion += conf
+        per_run = []
+
+        def train_one(r: int, run_seed: int):
+            outcome = self.train(ctx, run_seed)
             per_run.append(outcome.details)
+            return outcome.net, outcome.images_processed
+
+        result = evaluate_runs(train_one, runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
+                               num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"])
         self.details = {"runs": per_run} if any(per_run) else {}
-        return EvalResult(
-            acc_mean=float(np.mean(accs)),
-            acc_std=float(np.std(accs)),
-            accs=[float(a) for a in accs],
-            per_class=[float(v) for v in np.mean(per_class, axis=0)],
-            confusion=confusion.tolist(),
-            runs=ctx.runs,
-            seconds=time.perf_counter() - start,
-            images_processed=processed,
-            train=self.train_config(ctx.preset).to_dict(),
-            model=dict(ctx.preset["model"]),
-        )
+        return result
 
     @abstractmethod
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
