@@ -49,7 +49,7 @@ def evaluate_file(args) -> dict:
     lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
     result = evaluate_set(
         synset.images, labels,
-        test_images=pre.apply_uint8(test.images), test_labels=torch.as_tensor(test.labels, dtype=torch.long),
+        test_images=pre.apply_uint8(test.images), test_labels=torch.tensor(test.labels, dtype=torch.long),
         num_classes=num_classes, model=preset["model"], train=TrainConfig.from_dict(ev["train"], **lr),
         runs=runs, seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress, desc="evaluate",
     )

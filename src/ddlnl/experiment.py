@@ -83,7 +83,7 @@ def prepare_data(
         preprocess=pre,
         x_train=pre.apply_uint8(train.images),
         x_test=pre.apply_uint8(test.images),
-        y_test=torch.as_tensor(test.labels, dtype=torch.long),
+        y_test=torch.tensor(test.labels, dtype=torch.long),  # a copy: loaded arrays are read-only
     )
 
 

@@ -89,7 +89,7 @@ class CoTeaching(Baseline):
         g = make_generator(seed)
         opts = [torch.optim.SGD(n.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) for n in (net1, net2)]
         x_all, y_all = d.x_train.to(ctx.device), d.y_train_noisy.to(ctx.device)
-        clean = torch.as_tensor(d.splits.train.labels, dtype=torch.long).to(ctx.device)  # diagnostics only
+        clean = torch.tensor(d.splits.train.labels, dtype=torch.long).to(ctx.device)  # diagnostics only
         n = x_all.shape[0]
         kept_frac, kept_clean, losses = [], [], []
         from tqdm.auto import tqdm
