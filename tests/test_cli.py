@@ -153,3 +153,8 @@ def test_evaluate_datm_folder_with_zca(root, tmp_path):
     assert_clean_error(ddlnl("evaluate", str(folder), "--data-root", str(root)), "--dataset")
     r = ddlnl("evaluate", str(folder), "--dataset", "cifar10", "--preset", "smoke", "--hard-labels", "--data-root", str(root), "--json", "--no-progress")
     assert r.returncode == 0 and json.loads(r.stdout)["label_kind"] == "hard"
+
+
+def test_data_list_names_a_missing_root(tmp_path):
+    r = ddlnl("data", "list", "--data-root", str(tmp_path / "nowhere"))
+    assert r.returncode == 0 and "does not exist" in r.stderr and "cifar-10-batches-py" in r.stdout

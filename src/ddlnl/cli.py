@@ -182,6 +182,8 @@ def cmd_data(args) -> int:
     from ddlnl.data.registry import resolve_data_root
 
     root = resolve_data_root(args.data_root)
+    if not root.is_dir():
+        print(f"ddlnl data: note: the data root {root} does not exist; pass --data-root or set $DDLNL_DATA", file=sys.stderr)
     rows = describe_data_root(root) if args.action == "list" else check_data(root, args.names or None)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
