@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 from ddlnl.errors import ConfigError, DdlnlError
 from ddlnl.evaluate import EvalResult, build_model, evaluate_runs
 from ddlnl.train import TrainConfig
+from ddlnl.utils.registry import Configurable, Registry
 
 
 class BaselineUnavailable(DdlnlError):
@@ -65,8 +66,8 @@ class RunOutcome:
     details: dict = field(default_factory=dict)
 
 
-class Baseline(ABC):
-    name: ClassVar[str] = ""
+class Baseline(Configurable, ABC):
+    kind = "baseline"
     description: ClassVar[str] = ""
 
     @dataclass
@@ -74,18 +75,8 @@ class Baseline(ABC):
         train: dict = field(default_factory=dict)
 
     def __init__(self, **options):
-        known = {f.name for f in fields(self.Options)}
-        unknown = set(options) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) for baseline {self.name!r}: {', '.join(sorted(unknown))}",
-                f"valid options: {', '.join(sorted(known))}",
-            )
-        self.options = self.Options(**options)
+        super().__init__(**options)
         self.details: dict = {}
-
-    def options_dict(self) -> dict:
-        return asdict(self.options)
 
     def train_config(self, preset: dict, **extra) -> TrainConfig:
         """The preset's shared baseline recipe, with this baseline's ``train`` overrides."""
@@ -127,25 +118,12 @@ class Ensemble(nn.Module):
         return sum(torch.softmax(n(x), dim=1) for n in self.nets)
 
 
-_REGISTRY: dict[str, type[Baseline]] = {}
+_BASELINES = Registry("baseline")
+_REGISTRY = _BASELINES.classes
 CANONICAL_ORDER = ("ce", "gce", "sce", "coteaching", "dividemix", "cleanlab")
-
-
-def register_baseline(cls: type[Baseline]) -> type[Baseline]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} must set a class attribute 'name'")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def list_baselines() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_baseline(name: str, **options) -> Baseline:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown baseline {name!r}", f"use one of: {', '.join(list_baselines())}")
-    return _REGISTRY[name](**options)
+register_baseline = _BASELINES.register
+list_baselines = _BASELINES.names
+create_baseline = _BASELINES.create
 
 
 def parse_baselines(spec: str | list[str] | None) -> list[str]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.errors import ConfigError
 from ddlnl.synset import SyntheticSet
+from ddlnl.utils.registry import Configurable, Registry
 
 
 @dataclass
@@ -77,27 +78,10 @@ class DistillContext:
         return torch.cat(xs).clone(), torch.cat(ys)
 
 
-class Distiller(ABC):
+class Distiller(Configurable, ABC):
     """Turns a noisy training set into ``ipc`` synthetic images per class."""
 
-    name: ClassVar[str] = ""
-
-    @dataclass
-    class Options:
-        pass
-
-    def __init__(self, **options):
-        known = {f.name for f in fields(self.Options)}
-        unknown = set(options) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) for distiller {self.name!r}: {', '.join(sorted(unknown))}",
-                f"valid options: {', '.join(sorted(known)) or '(none)'}",
-            )
-        self.options = self.Options(**options)
-
-    def options_dict(self) -> dict:
-        return asdict(self.options)
+    kind = "distiller"
 
     def run(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         """Check the request, distil, and stamp the result with method, IPC and options."""
@@ -113,21 +97,8 @@ class Distiller(ABC):
         ...
 
 
-_REGISTRY: dict[str, type[Distiller]] = {}
-
-
-def register_distiller(cls: type[Distiller]) -> type[Distiller]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} must set a class attribute 'name'")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def list_distillers() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_distiller(name: str, **options) -> Distiller:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r}", f"use one of: {', '.join(list_distillers())}")
-    return _REGISTRY[name](**options)
+_DISTILLERS = Registry("method")
+_REGISTRY = _DISTILLERS.classes
+register_distiller = _DISTILLERS.register
+list_distillers = _DISTILLERS.names
+create_distiller = _DISTILLERS.create

@@ -1,0 +1,58 @@
+"""Components chosen by name: one registry mechanism and one option check for all of them.
+
+Distillers and baselines are both classes with a ``name`` and an ``Options`` dataclass,
+registered by a decorator where they are defined and created from a preset's option block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from ddlnl.errors import ConfigError
+
+
+class Configurable:
+    """A named component whose keyword options are checked against its ``Options`` dataclass."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "component"  # used in messages: "distiller", "baseline"
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, **options):
+        known = {f.name for f in fields(self.Options)}
+        unknown = set(options) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) for {self.kind} {self.name!r}: {', '.join(sorted(unknown))}",
+                f"valid options: {', '.join(sorted(known)) or '(none)'}",
+            )
+        self.options = self.Options(**options)
+
+    def options_dict(self) -> dict:
+        return asdict(self.options)
+
+
+class Registry:
+    """Name → class, filled by :meth:`register` used as a class decorator."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # used in messages: "method", "baseline"
+        self.classes: dict[str, type] = {}
+
+    def register(self, cls: type) -> type:
+        if not cls.name:
+            raise TypeError(f"{cls.__name__} must set a class attribute 'name'")
+        self.classes[cls.name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(self.classes)
+
+    def create(self, name: str, **options):
+        if name not in self.classes:
+            raise ConfigError(f"unknown {self.kind} {name!r}", f"use one of: {', '.join(self.names())}")
+        return self.classes[name](**options)
