@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ddlnl.errors import ConfigError, DdlnlError
+from ddlnl.errors import DdlnlError
 from ddlnl.study_cli import COMMANDS as STUDY_COMMANDS
 from ddlnl.study_cli import add_parsers as add_study_parsers
 
@@ -40,6 +40,11 @@ def _add_experiment_args(p: argparse.ArgumentParser, *, with_method: bool = True
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_eval_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval", dest="eval_protocol", default="common", choices=["common", "native"],
+                   help="evaluation recipe: the common protocol (default) or the method's own (DANCE, RCIG: native_eval in the preset)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddlnl", description="Dataset distillation as a label denoiser: measured.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noisy-label baselines on the full noisy set, comma-separated: ce, gce, sce, coteaching, dividemix, "
                         "cleanlab (optional extra), or 'all' (default: ce; ce always runs)")
     p.add_argument("--json", action="store_true", help="print result.json instead of the table")
+    _add_eval_arg(p)
 
     p = sub.add_parser("noise", help="realise a noise model and print its rate and transition matrix")
     _add_experiment_args(p, with_method=False)
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", default=None, choices=["normalize", "zca", "none"],
                    help="preprocessing for DATM/MTT files (default zca, as DATM uses)")
     p.add_argument("--hard-labels", action="store_true", help="evaluate with argmax labels (the hard-label control)")
+    _add_eval_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
@@ -105,7 +112,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(dataset=args.dataset, noise=spec.type, rate=spec.rate, method=args.method, ipc=args.ipc, preset=args.preset,
                     out=args.out, seed=args.seed, noise_seed=spec.seed, data_root=args.data_root, imbalance=args.imbalance,
                     device=args.device, overrides=args.overrides, progress=not args.no_progress,
-                    baselines=parse_baselines(args.baselines))
+                    baselines=parse_baselines(args.baselines), eval_protocol=args.eval_protocol)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_experiment(cfg, log=log)
     if args.json:
@@ -142,25 +149,24 @@ def cmd_noise(args) -> int:
 def cmd_distill(args) -> int:
     from ddlnl.distill import DistillContext, create_distiller
     from ddlnl.experiment import prepare_data
-    from ddlnl.presets import apply_overrides, load_preset
+    from ddlnl.presets import apply_overrides, load_preset, method_options
     from ddlnl.run import _synset_meta
     from ddlnl.utils.runtime import resolve_device, seed_everything
 
     spec = _noise_spec(args)
     preset, applied = apply_overrides(load_preset(args.preset), args.overrides)
-    if args.method not in preset["methods"]:
-        raise ConfigError(f"preset {preset['name']!r} has no settings for method {args.method!r}",
-                          f"use one of: {', '.join(sorted(preset['methods']))}")
-    distiller = create_distiller(args.method, **(preset["methods"][args.method] or {}))
+    distiller = create_distiller(args.method, **method_options(preset, args.method))
     device = resolve_device(args.device)
     seed_everything(args.seed)
     data = prepare_data(args.dataset, spec, preset, data_root=args.data_root, imbalance=args.imbalance, seed=args.seed)
     ctx = DistillContext(args.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess, preset["model"],
-                         device, args.seed, progress=not args.no_progress, noise={"type": spec.type, "rate": spec.rate})
+                         device, args.seed, progress=not args.no_progress, noise={"type": spec.type, "rate": spec.rate},
+                         checkpoint=Path(str(args.out) + ".checkpoint.pt"))
     synset = distiller.run(ctx, args.ipc)
     config = {"dataset": args.dataset, "overrides": applied, "seed": args.seed, "imbalance": args.imbalance}
     synset.meta.update(_synset_meta(config, data, preset) | {"timings_s": ctx.timings})
     synset.save(args.out)
+    ctx.checkpoint.unlink(missing_ok=True)  # the set is written: an interrupted run no longer needs it
     print(f"wrote {args.out} ({synset.images.shape[0]} images, {synset.label_kind} labels) in {ctx.timings.get('distill', 0):.1f} s")
     return 0
 

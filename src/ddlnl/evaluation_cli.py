@@ -11,7 +11,7 @@ from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import evaluate_set
 from ddlnl.experiment import stratified_subsample
-from ddlnl.presets import apply_overrides, load_preset
+from ddlnl.presets import apply_overrides, evaluation_for, load_preset, model_spec
 from ddlnl.synset import SyntheticSet
 from ddlnl.train import TrainConfig
 from ddlnl.utils.runtime import resolve_device, seed_everything
@@ -24,6 +24,10 @@ def evaluate_file(args) -> dict:
     if not dataset:
         raise ConfigError(f"{args.set} does not say which dataset it was distilled from", "pass --dataset, e.g. --dataset cifar10")
     preset, _ = apply_overrides(load_preset(args.preset or meta.get("preset") or "quick"), args.overrides)
+    protocol = getattr(args, "eval_protocol", "common")
+    if protocol != "common" and not meta.get("method"):
+        raise ConfigError(f"{args.set} does not say which method made it, so it has no native recipe", "use --eval common")
+    preset["evaluation"] = evaluation_for(preset, meta.get("method", ""), protocol)
     if args.runs is not None and args.runs < 1:
         raise ConfigError(f"--runs must be at least 1, got {args.runs}", "pass --runs 1 or more")
     runs = args.runs or preset["evaluation"].get("runs", 1)
@@ -42,16 +46,17 @@ def evaluate_file(args) -> dict:
                           "pass the --dataset the set was distilled from")
     num_classes = splits.num_classes
     labels = synset.hard_labels() if args.hard_labels else synset.labels
+    images, train_labels = synset.training_data(labels)
     if int(synset.hard_labels().max()) >= num_classes or (labels.ndim == 2 and labels.shape[1] != num_classes):
         raise ConfigError(f"{args.set} has labels for more classes than {dataset}'s {num_classes}", "pass the right --dataset")
     seed_everything(args.seed)
     ev = preset["evaluation"]
     lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
     result = evaluate_set(
-        synset.images, labels,
+        images, train_labels,
         test_images=pre.apply_uint8(test.images), test_labels=torch.tensor(test.labels, dtype=torch.long),
-        num_classes=num_classes, model=preset["model"], train=TrainConfig.from_dict(ev["train"], **lr),
+        num_classes=num_classes, model=model_spec(ev.get("model")) or preset["model"], train=TrainConfig.from_dict(ev["train"], **lr),
         runs=runs, seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress, desc="evaluate",
     )
     return result.to_dict() | {"set": str(Path(args.set)), "preset": preset["name"], "dataset": dataset,
-                               "label_kind": "hard" if args.hard_labels else synset.label_kind}
+                               "label_kind": "hard" if args.hard_labels else synset.label_kind, "protocol": protocol}

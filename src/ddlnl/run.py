@@ -25,7 +25,7 @@ from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import EvalResult, evaluate_set
 from ddlnl.experiment import PreparedData, prepare_data, save_noise
-from ddlnl.presets import apply_overrides, cross_arch_model, load_preset
+from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options, model_spec
 from ddlnl.synset import SyntheticSet
 from ddlnl.train import TrainConfig
 from ddlnl.utils.io import write_json
@@ -49,6 +49,8 @@ class RunConfig:
     overrides: list[str] = field(default_factory=list)
     progress: bool = True
     baselines: list[str] = field(default_factory=lambda: ["ce"])  # 'ce' (results.full_noisy) always runs
+    eval_protocol: str = "common"  # or "native": the method's own recipe (methods.<name>.native_eval)
+    checkpoint_every_s: float = 300.0  # distillation checkpoints (resume after a kill)
 
 
 def _key(obj) -> str:
@@ -75,19 +77,20 @@ class Stage:
 
 def eval_synset(synset: SyntheticSet, data: PreparedData, preset: dict, device, seed: int, progress: bool, desc: str,
                 *, model: dict | None = None, labels: torch.Tensor | None = None) -> EvalResult:
-    """The common evaluation protocol applied to a synthetic (or random real) set.
+    """The preset's evaluation protocol applied to a synthetic (or random real) set, decoded for training.
 
-    ``model`` replaces the preset's network (cross-architecture control); ``labels`` replace
+    ``model`` replaces the evaluation network (cross-architecture control); ``labels`` replace
     the set's labels (hard-label control)."""
     ev = preset["evaluation"]
     lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
+    images, labels = synset.training_data(labels)
     return evaluate_set(
-        synset.images,
-        synset.labels if labels is None else labels,
+        images,
+        labels,
         test_images=data.x_test,
         test_labels=data.y_test,
         num_classes=data.num_classes,
-        model=preset["model"] if model is None else model,
+        model=model or model_spec(ev.get("model")) or preset["model"],
         train=TrainConfig.from_dict(ev["train"], **lr_override),
         runs=ev.get("runs", 1),
         seed=seed,
@@ -117,6 +120,11 @@ def _eval_key(preset: dict) -> dict:
     return {k: v for k, v in preset["evaluation"].items() if k != "cross_arch"}
 
 
+def _stage_suffix(preset: dict) -> str:
+    """Evaluation stages of the native protocol are kept beside the common ones."""
+    return "_native" if preset["evaluation"].get("protocol") == "native" else ""
+
+
 def _baseline_plan(names: list[str], preset: dict) -> list:
     """Create the requested baselines (other than 'ce') from the preset's ``baselines:`` section."""
     section = preset.get("baselines") or {}
@@ -136,11 +144,8 @@ def run_experiment(cfg: RunConfig, log=print) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     preset, applied = apply_overrides(load_preset(cfg.preset), cfg.overrides)
-    if cfg.method not in preset["methods"]:
-        raise ConfigError(
-            f"preset {preset['name']!r} has no settings for method {cfg.method!r}",
-            f"use one of: {', '.join(sorted(preset['methods']))}",
-        )
+    options = method_options(preset, cfg.method)
+    preset["evaluation"] = evaluation_for(preset, cfg.method, cfg.eval_protocol)
     if cfg.method == "random":
         raise ConfigError("'random' is the control shown beside every method", "choose a distillation method such as --method dm")
     device = resolve_device(cfg.device)
@@ -148,14 +153,14 @@ def run_experiment(cfg: RunConfig, log=print) -> dict:
     if "ce" not in baseline_names:
         baseline_names.insert(0, "ce")
     plan = _baseline_plan(baseline_names, preset)
-    distiller = create_distiller(cfg.method, **(preset["methods"][cfg.method] or {}))
-    random_ctrl = create_distiller("random", **(preset["methods"].get("random") or {}))
+    distiller = create_distiller(cfg.method, **options)
+    random_ctrl = create_distiller("random", **method_options(preset, "random") if "random" in preset["methods"] else {})
     noise = NoiseSpec(cfg.noise, cfg.rate, cfg.seed if cfg.noise_seed is None else cfg.noise_seed)
     seed_everything(cfg.seed)
     config = {
         "dataset": cfg.dataset, "noise": noise.__dict__, "method": cfg.method, "ipc": cfg.ipc, "preset": preset["name"],
         "preset_version": preset.get("version"), "overrides": applied, "seed": cfg.seed, "imbalance": cfg.imbalance,
-        "baselines": baseline_names,
+        "baselines": baseline_names, "eval_protocol": cfg.eval_protocol,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config | {"resolved_preset": preset, "device": str(device)})
@@ -201,26 +206,44 @@ def run_experiment(cfg: RunConfig, log=print) -> dict:
         results["baselines"][b.name] = saved
         timings["baselines"] += saved["seconds"]
 
-    # -- random control and distilled set --------------------------------------------------
+    # -- random control and distilled set: each made once (its own stage), then evaluated -----
     synsets: dict[str, SyntheticSet] = {}
+
+    def load_set(role: str) -> SyntheticSet:
+        if role not in synsets:
+            synsets[role] = SyntheticSet.load(out / f"{role}.safetensors")
+        return synsets[role]
+
+    suffix = _stage_suffix(preset)
     for role, dist in (("random", random_ctrl), ("distilled", distiller)):
-        stage = Stage(out, role, base_key | {"method": dist.name, "options": dist.options_dict(), "ipc": cfg.ipc,
-                                              "evaluation": _eval_key(preset)})
+        set_key = base_key | {"method": dist.name, "options": dist.options_dict(), "ipc": cfg.ipc}
+        stage = Stage(out, role + suffix, set_key | {"evaluation": _eval_key(preset)})
         saved = stage.load()
         if saved is None:
-            log(f"[ddlnl] {'distilling with ' + dist.name if role == 'distilled' else 'drawing the random control'} (IPC {cfg.ipc})")
-            ctx = _distill_context(cfg, data, preset, device, log)
-            synset = dist.run(ctx, cfg.ipc)
-            synset.meta.update(_synset_meta(config, data, preset))
-            synset.save(out / f"{role}.safetensors")
-            synsets[role] = synset
-            log(f"[ddlnl] evaluating the {role} set ({preset['evaluation'].get('runs', 1)} runs)")
+            made_stage = Stage(out, f"{role}_set", set_key)
+            made = made_stage.load()
+            if made is None or not (out / made["synset"]).exists():
+                log(f"[ddlnl] {'distilling with ' + dist.name if role == 'distilled' else 'drawing the random control'} (IPC {cfg.ipc})")
+                ctx = _distill_context(cfg, data, preset, device, log,
+                                       checkpoint=out / "checkpoints" / f"{role}-{_key(set_key)}.pt")
+                synset = dist.run(ctx, cfg.ipc)
+                synset.meta.update(_synset_meta(config, data, preset))
+                synset.save(out / f"{role}.safetensors")
+                synsets[role] = synset
+                made = {"timings": {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)},
+                        "label_kind": synset.label_kind, "synset": f"{role}.safetensors",
+                        "distill_images_processed": ctx.images_processed}
+                made_stage.save(made)
+                if ctx.checkpoint is not None:
+                    ctx.checkpoint.unlink(missing_ok=True)
+            synset = load_set(role)
+            log(f"[ddlnl] evaluating the {role} set ({preset['evaluation'].get('runs', 1)} runs, {cfg.eval_protocol} protocol)")
             ev = eval_synset(synset, data, preset, device, cfg.seed, cfg.progress, role)
-            dt = {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)}
-            saved = _summary(ev) | {"timings": dt, "label_kind": synset.label_kind, "synset": f"{role}.safetensors",
-                                    "distill_images_processed": ctx.images_processed}
-            saved["cost"] = _cost(device, dt["experts"] + dt["distill"] + ev.seconds, ctx.images_processed + ev.images_processed,
-                                  distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=ctx.images_processed,
+            dt, n_distill = made["timings"], made["distill_images_processed"]
+            saved = _summary(ev) | {k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed")}
+            saved["protocol"] = cfg.eval_protocol
+            saved["cost"] = _cost(device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,
+                                  distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
                                   eval_seconds=ev.seconds, eval_images_processed=ev.images_processed)
             stage.save(saved)
         results[role] = saved
@@ -230,11 +253,6 @@ def run_experiment(cfg: RunConfig, log=print) -> dict:
             timings["distill"] += saved["timings"]["distill"]
 
     # -- fairness controls on the distilled set ----------------------------------------------
-    def load_set(role: str) -> SyntheticSet:
-        if role not in synsets:
-            synsets[role] = SyntheticSet.load(out / f"{role}.safetensors")
-        return synsets[role]
-
     controls, seconds = _controls(cfg, config, preset, data, device, distiller, base_key, out, load_set, log)
     results["controls"] = controls
     timings["controls"] = seconds
@@ -272,7 +290,7 @@ def _controls(cfg: RunConfig, config: dict, preset: dict, data: PreparedData, de
 
     def staged(name: str, key: dict, compute) -> dict:
         nonlocal seconds
-        stage = Stage(out, f"control_{name}", set_key | key)
+        stage = Stage(out, f"control_{name}{_stage_suffix(preset)}", set_key | key)
         saved = stage.load()
         if saved is None:
             saved = compute()
@@ -332,9 +350,10 @@ def _controls(cfg: RunConfig, config: dict, preset: dict, data: PreparedData, de
     return controls, seconds
 
 
-def _distill_context(cfg: RunConfig, data: PreparedData, preset: dict, device, log) -> DistillContext:
+def _distill_context(cfg: RunConfig, data: PreparedData, preset: dict, device, log, checkpoint: Path | None = None) -> DistillContext:
     return DistillContext(cfg.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess, preset["model"],
-                          device, cfg.seed, progress=cfg.progress, log=log, noise={"type": cfg.noise, "rate": cfg.rate})
+                          device, cfg.seed, progress=cfg.progress, log=log, noise={"type": cfg.noise, "rate": cfg.rate},
+                          checkpoint=checkpoint, checkpoint_every_s=cfg.checkpoint_every_s)
 
 
 def _synset_meta(config: dict, data: PreparedData, preset: dict) -> dict:

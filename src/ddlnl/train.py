@@ -17,29 +17,46 @@ from torch import nn
 
 from ddlnl.errors import ConfigError, check_choice
 
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "multistep", "constant")
 AUGMENTS = ("dsa", "crop_flip", "none")
-LOSSES = ("ce", "gce", "sce")
+LOSSES = ("ce", "gce", "sce", "mse")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
 class TrainConfig:
-    """How to train one network. ``step`` multiplies the lr by 0.1 at half of training (DC/MTT/DATM)."""
+    """How to train one network. ``step`` multiplies the lr by 0.1 at half of training (DC/MTT/DATM).
+
+    The lr is set once per epoch (warm-up and decay move in epoch steps). RCIG counts
+    optimisation steps; with full-batch training one epoch is one step.
+    """
 
     epochs: int = 300
     batch_size: int = 256
     lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4  # L2 added to the gradient (SGD and Adam alike)
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adam" (RCIG's evaluation; betas 0.9, 0.999)
+    # "step": x0.1 at half; "multistep": x gamma at each fraction of the epochs in milestones
+    # (DANCE: x0.2 at 2/3 and 5/6); "cosine": to lr * lr_floor at the end; "constant".
     schedule: str = "step"
+    milestones: tuple = (0.5, 0.75)
+    gamma: float = 0.1
+    lr_floor: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many (fractional) epochs
     augment: str = "dsa"
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     # Speed only: run full batches through torch.compile (about 1.7x on a 2-core CPU for
     # full-data epochs, after ~10 s of compiling; see docs/benchmarks.md). The partial last
     # batch runs eagerly through the same parameters, so no second compile is triggered.
     compile: bool = False
+    # CutMix (DANCE's training and evaluation): with this probability per batch, paste one box
+    # from a permuted batch, lambda ~ Beta(1, 1); loss lambda * L(y_a) + (1 - lambda) * L(y_b).
+    cutmix_prob: float = 0.0
     # Loss on hard labels: "ce"; "gce" (Zhang & Sabuncu 2018, (1 - p_y^q) / q); "sce" (Wang et
-    # al. 2019, alpha * CE + beta * RCE with log 0 := sce_A). Soft labels always use soft CE.
+    # al. 2019, alpha * CE + beta * RCE with log 0 := sce_A). Soft labels use soft CE, except
+    # "mse" (RCIG): 0.5 * mean squared error to float labels taken as regression targets, or to
+    # the centred one-hot (1 - 1/C on the class, -1/C elsewhere) for hard labels.
     loss: str = "ce"
     gce_q: float = 0.7
     sce_alpha: float = 0.1
@@ -50,6 +67,17 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("augmentation", self.augment, AUGMENTS)
         check_choice("loss", self.loss, LOSSES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.milestones = tuple(self.milestones)
+        if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones must be fractions of the epochs in (0, 1), got {list(self.milestones)!r}",
+                              "e.g. milestones: [0.6667, 0.8333] (DANCE: epochs 1000 and 1250 of 1500)")
+        for name, low, high in (("gamma", 0.0, 1.0), ("lr_floor", 0.0, 1.0), ("cutmix_prob", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not low <= v <= high:
+                raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {v!r}", f"set {name} to e.g. 0.1")
+        if not isinstance(self.warmup_epochs, (int, float)) or isinstance(self.warmup_epochs, bool) or not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}", "set warmup_epochs: 0 (off) or e.g. 5")
         if not (isinstance(self.gce_q, (int, float)) and 0 < self.gce_q <= 1):
             raise ConfigError(f"gce_q must be in (0, 1], got {self.gce_q!r}", "use gce_q: 0.7 (the GCE paper's value)")
         for name in ("sce_alpha", "sce_beta"):
@@ -81,7 +109,9 @@ class TrainConfig:
         return cls(**{**d, **overrides})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
 
 
 @dataclass
@@ -116,8 +146,19 @@ def sce_loss(
     return loss.mean() if reduction == "mean" else loss
 
 
+def mse_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """0.5 * mean squared error to float targets, or to the centred one-hot of hard labels (RCIG)."""
+    if labels.dtype == torch.long:
+        c = outputs.shape[1]
+        labels = F.one_hot(labels, c).to(outputs.dtype) - 1.0 / c
+    return 0.5 * ((outputs - labels) ** 2).mean()
+
+
 def label_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig | None = None) -> torch.Tensor:
-    """Hard labels (int64, (N,)) → the configured loss (CE by default); soft labels (float, (N, C) logits) → soft CE."""
+    """Hard labels (int64, (N,)) → the configured loss (CE by default); soft labels (float, (N, C) logits) → soft CE,
+    or with ``loss: mse``, regression to the float labels."""
+    if cfg is not None and cfg.loss == "mse":
+        return mse_loss(logits, labels)
     if labels.dtype == torch.long:
         kind = "ce" if cfg is None else cfg.loss
         if kind == "gce":
@@ -130,12 +171,39 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig | No
     return soft_cross_entropy(logits, labels)
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
+def lr_at(cfg: TrainConfig, epoch: float) -> float:
+    """The lr at an epoch: the warm-up factor ((epoch + 1) / warmup_epochs, capped at 1) times the schedule's value."""
+    warm = min(1.0, (epoch + 1) / cfg.warmup_epochs) if cfg.warmup_epochs > 0 else 1.0
     if cfg.schedule == "constant":
-        return cfg.lr
+        return warm * cfg.lr
     if cfg.schedule == "step":
-        return cfg.lr * (0.1 if epoch >= cfg.epochs // 2 and cfg.epochs > 1 else 1.0)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        return warm * cfg.lr * (0.1 if epoch >= cfg.epochs // 2 and cfg.epochs > 1 else 1.0)
+    if cfg.schedule == "multistep":
+        passed = sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+        return warm * cfg.lr * cfg.gamma**passed
+    # cosine, after the warm-up (optax warmup_cosine_decay_schedule): lr -> lr * lr_floor
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
+    t = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
+    return warm * cfg.lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def batch_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """The loss of one (already augmented) batch, with CutMix when ``cfg.cutmix_prob`` > 0."""
+    if cfg.cutmix_prob > 0:
+        from ddlnl.augment import cutmix
+
+        x, y_a, y_b, lam = cutmix(x, y, generator=generator, p=cfg.cutmix_prob)
+        out = model(x)
+        if lam < 1.0:
+            return lam * label_loss(out, y_a, cfg) + (1.0 - lam) * label_loss(out, y_b, cfg)
+        return label_loss(out, y_a, cfg)
+    return label_loss(model(x), y, cfg)
 
 
 def augment_batch(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -173,7 +241,7 @@ def train_network(
         raise ConfigError("cannot train on an empty set", "check the dataset and IPC")
     device = next(net.parameters()).device
     images, labels = images.to(device), labels.to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(net.parameters(), cfg)
     n = images.shape[0]
     forward = torch.compile(net) if cfg.compile else net
     stats = TrainStats()
@@ -189,7 +257,7 @@ def train_network(
             idx = order[i : i + cfg.batch_size]
             x = augment_batch(images[idx], cfg, generator)
             model = forward if idx.numel() == cfg.batch_size else net
-            loss = label_loss(model(x), labels[idx], cfg)
+            loss = batch_loss(model, x, labels[idx], cfg, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -51,6 +51,10 @@ class DistillContext:
     # (DATM's paper table); distillers never see clean labels.
     noise: dict | None = None
     images_processed: int = 0  # forward passes over real and synthetic images (cost accounting)
+    # Where the distillation loop checkpoints (None: no checkpoints) and how often (seconds);
+    # see ddlnl.distill.loop.DistillLoop. `ddlnl run` keys the file by method, options and IPC.
+    checkpoint: Path | None = None
+    checkpoint_every_s: float = 300.0
 
     def class_indices(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.labels == c)

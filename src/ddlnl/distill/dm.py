@@ -16,6 +16,7 @@ import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY, sample_dsa, apply_dsa
 from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import build_model
 from ddlnl.synset import SyntheticSet
@@ -78,7 +79,9 @@ class DistributionMatching(Distiller):
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
-        for it in tqdm(range(o.iterations), desc="dm", disable=not ctx.progress, dynamic_ncols=True, leave=False):
+        count = {"images_processed": 0}
+        loop = DistillLoop(ctx, o.iterations, {"images": images, "opt": opt, "gen": g, "losses": self.losses, "count": count})
+        for it in tqdm(loop, desc="dm", initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True, leave=False):
             torch.manual_seed(ctx.seed * 100003 + it)
             net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
             net.requires_grad_(False)
@@ -88,10 +91,12 @@ class DistributionMatching(Distiller):
             with torch.no_grad():
                 real_means = class_means(net.embed(torch.cat(real).to(ctx.device)), [r.shape[0] for r in real])
             loss = dm_loss(real_means, class_means(net.embed(torch.cat(syn)), sizes_syn))
-            ctx.images_processed += sum(r.shape[0] for r in real) + images.shape[0]
+            count["images_processed"] += sum(r.shape[0] for r in real) + images.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.losses.append(float(loss.detach()))
+            if loop.report(float(loss.detach())):
+                self.losses.append(float(loss.detach()))
         ctx.timings["distill"] = time.perf_counter() - start
+        ctx.images_processed += count["images_processed"]
         return SyntheticSet(images.detach().cpu(), labels, ctx.preprocess)

@@ -21,6 +21,7 @@ import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
 from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.loop import DistillLoop
 from ddlnl.distill.matching import MODES, make_plan, match_trajectory
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
@@ -95,24 +96,30 @@ class TrajectoryMatchingBase(Distiller):
         n = images.shape[0]
         batch_syn = o.batch_syn or n
         self.losses: list[float] = []
-        self.skipped = 0
+        count = {"skipped": 0, "images_processed": 0}
         order: list[int] = []
+        state = {"images": images, "syn_lr": syn_lr, "labels": labels, "opt_img": opt_img, "opt_lr": opt_lr, "gen": g,
+                 "rng": rng, "order": order, "losses": self.losses, "count": count}
+        if opt_y is not None:
+            state["opt_y"] = opt_y
+        loop = DistillLoop(ctx, o.iterations, state)
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(o.iterations), desc=self.name, disable=not ctx.progress, dynamic_ncols=True, leave=False)
+        bar = tqdm(loop, desc=self.name, initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True,
+                   leave=False)
         for it in bar:
             if not order:
-                order = list(rng.permutation(len(experts)))
+                order.extend(rng.permutation(len(experts)).tolist())
             traj = experts[order.pop()]
             t = self.start_epoch(it, rng)
             plan = make_plan(n, o.syn_steps, batch_syn, generator=g, dsa_strategy=o.dsa_strategy, image_size=images.shape[-1])
             r = match_trajectory(net, traj[t].to(ctx.device), traj[t + o.expert_epochs].to(ctx.device), images,
                                  labels, syn_lr, plan, mode=o.mode)
+            # forward passes: exact/tesla run each step twice
+            count["images_processed"] += o.syn_steps * min(batch_syn, n) * (1 if o.mode == "naive" else 2)
+            if not loop.report(r.loss):
+                continue
             self.losses.append(r.loss)
-            if hasattr(ctx, "images_processed"):  # forward passes: exact/tesla run each step twice
-                ctx.images_processed += o.syn_steps * min(batch_syn, n) * (1 if o.mode == "naive" else 2)
-            if not np.isfinite(r.loss):
-                raise FloatingPointError(f"{self.name}: matching loss became {r.loss} at iteration {it}; lower lr_img or lr_lr")
             if self.accept(r.loss):
                 for opt, p, grad in ((opt_img, images, r.grad_images), (opt_lr, syn_lr, r.grad_lr), (opt_y, labels, r.grad_labels)):
                     if opt is not None and grad is not None:
@@ -121,11 +128,14 @@ class TrajectoryMatchingBase(Distiller):
                         opt.step()
                 with torch.no_grad():  # a negative lr turns descent into ascent: keep it positive
                     syn_lr.clamp_(min=o.lr_teacher * 1e-3)
+                loop.report(r.loss)  # the stepped state must be finite too
             else:
-                self.skipped += 1
+                count["skipped"] += 1
             bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{float(syn_lr.detach()):.2e}")
             if it % max(1, o.iterations // 10) == 0 or it == o.iterations - 1:
                 ctx.log(f"[ddlnl] {self.name} it {it}/{o.iterations}: loss {r.loss:.4f} start epoch {t} syn_lr {float(syn_lr.detach()):.3e}")
+        self.skipped = count["skipped"]
+        ctx.images_processed += count["images_processed"]
         ctx.timings["distill"] = time.perf_counter() - start_time
         out = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess, lr=float(syn_lr.detach()))
         out.meta["matching"] = {"losses_first_last": self.losses[:1] + self.losses[-1:], "skipped": self.skipped,

@@ -20,7 +20,12 @@ SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "ev
 REQUIRED = ("name", "data", "preprocess", "model", "evaluation", "baseline", "methods")
 DATA_KEYS = {"train_per_class", "test_size"}
 EVAL_KEYS = {"runs", "use_learned_lr", "train"}
-EVALUATION_KEYS = EVAL_KEYS | {"cross_arch"}  # cross_arch: a model name (or mapping) for the cross-architecture control, or null
+# cross_arch: a model name (or mapping) for the cross-architecture control, or null;
+# model: the evaluation network when it differs from the preset's (distillation) network.
+EVALUATION_KEYS = EVAL_KEYS | {"cross_arch", "model"}
+# A method's own evaluation recipe (`--eval native`), under methods.<name>.native_eval.
+NATIVE_KEYS = {"train", "model", "runs"}
+PROTOCOLS = ("common", "native")
 
 
 def list_presets() -> list[str]:
@@ -69,32 +74,94 @@ def validate_preset(preset, where: str = "preset") -> None:
         raise ConfigError(f"{where}: model must be a mapping with a 'name'", "e.g. model: {name: convnet, width: 128}")
     if not isinstance(preset["methods"], dict):
         raise ConfigError(f"{where}: methods must be a mapping of method name to options", "see quick.yaml")
+    for name, opts in preset["methods"].items():
+        if opts is not None and not isinstance(opts, dict):
+            raise ConfigError(f"{where}: methods.{name} must be a mapping of options, got {opts!r}", "e.g. dm: {iterations: 400}")
+        if opts and "native_eval" in opts:
+            _check_native(opts["native_eval"], f"{where}: methods.{name}.native_eval")
     _check_cross_arch(preset["evaluation"].get("cross_arch"), where)
+    if preset["evaluation"].get("model") is not None:
+        _check_model(preset["evaluation"]["model"], f"{where}: evaluation.model")
     _check_baselines(preset.get("baselines"), preset["baseline"]["train"], where)
 
 
-def cross_arch_model(evaluation: dict) -> dict | None:
-    """The model recipe of the cross-architecture control, or None when it is off."""
-    spec = evaluation.get("cross_arch")
+def model_spec(spec) -> dict | None:
+    """A model name or mapping as a mapping; None for null/off."""
     if spec in (None, False, "", "null", "none"):
         return None
     return {"name": spec} if isinstance(spec, str) else dict(spec)
 
 
+def cross_arch_model(evaluation: dict) -> dict | None:
+    """The model recipe of the cross-architecture control, or None when it is off."""
+    return model_spec(evaluation.get("cross_arch"))
+
+
+def method_options(preset: dict, method: str) -> dict:
+    """The distiller's options from ``methods.<method>``, without its ``native_eval`` recipe."""
+    if method not in preset["methods"]:
+        raise ConfigError(f"preset {preset.get('name')!r} has no settings for method {method!r}",
+                          f"use one of: {', '.join(sorted(preset['methods']))}")
+    return {k: v for k, v in (preset["methods"][method] or {}).items() if k != "native_eval"}
+
+
+def evaluation_for(preset: dict, method: str, protocol: str = "common") -> dict:
+    """The evaluation section for ``protocol``: the preset's common one, or ``method``'s native recipe.
+
+    The native recipe keeps the common section's controls (``cross_arch``, ``use_learned_lr``)
+    and replaces the training recipe, and the network and number of runs where it names them.
+    """
+    from ddlnl.errors import check_choice
+
+    check_choice("evaluation protocol", protocol, PROTOCOLS)
+    ev = dict(preset["evaluation"])
+    if protocol == "common":
+        return ev
+    native = (preset["methods"].get(method) or {}).get("native_eval")
+    if not native:
+        have = sorted(m for m, o in preset["methods"].items() if o and o.get("native_eval"))
+        raise ConfigError(f"method {method!r} has no native evaluation recipe in preset {preset.get('name')!r}",
+                          f"use --eval common, or a method with one: {', '.join(have) or 'none in this preset'}")
+    ev["train"] = dict(native["train"])
+    for key in ("model", "runs"):
+        if native.get(key) is not None:
+            ev[key] = native[key]
+    ev["protocol"] = "native"
+    return ev
+
+
+def _check_native(section, where: str) -> None:
+    _keys(section, NATIVE_KEYS, where)
+    if not isinstance(section.get("train"), dict):
+        raise ConfigError(f"{where}.train must be a mapping of training options", "e.g. train: {epochs: 1500, cutmix_prob: 0.5}")
+    from ddlnl.train import TrainConfig
+
+    TrainConfig.from_dict(section["train"])
+    runs = section.get("runs", 1)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise ConfigError(f"{where}.runs must be a positive integer, got {runs!r}", "set runs: 1 or more")
+    if section.get("model") is not None:
+        _check_model(section["model"], f"{where}.model")
+
+
 def _check_cross_arch(spec, where: str) -> None:
     if spec in (None, False, "", "null", "none"):
         return
+    _check_model(spec, f"{where}: evaluation.cross_arch")
+
+
+def _check_model(spec, where: str) -> None:
+    """A model name or a mapping with 'name' and that model's options."""
     from ddlnl.models import list_models, model_options
 
     model = {"name": spec} if isinstance(spec, str) else spec
     if not isinstance(model, dict) or "name" not in model:
-        raise ConfigError(f"{where}: evaluation.cross_arch must be a model name, a model mapping or null, got {spec!r}",
-                          "e.g. cross_arch: resnet18")
+        raise ConfigError(f"{where} must be a model name or a model mapping, got {spec!r}", "e.g. resnet18, or {name: convnet, width: 128}")
     if model["name"] not in list_models():
-        raise ConfigError(f"{where}: evaluation.cross_arch: unknown model {model['name']!r}", f"use one of: {', '.join(list_models())}")
+        raise ConfigError(f"{where}: unknown model {model['name']!r}", f"use one of: {', '.join(list_models())}")
     unknown = set(model) - {"name"} - set(model_options(model["name"]))
     if unknown:
-        raise ConfigError(f"{where}: evaluation.cross_arch: unknown option(s) {', '.join(sorted(unknown))}",
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}",
                           f"valid options: {', '.join(model_options(model['name']))}")
 
 

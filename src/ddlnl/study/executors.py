@@ -357,7 +357,7 @@ def make_executor(name: str, max_workers: int | None, folder: Path, cluster: str
 def check_methods(spec: StudySpec) -> None:
     """Every (preset, method) of the study exists before anything runs."""
     from ddlnl.distill import create_distiller, list_distillers
-    from ddlnl.presets import apply_overrides, load_preset
+    from ddlnl.presets import apply_overrides, load_preset, method_options
 
     presets, missing, checked = {}, [], set()
     for c in spec.cells:
@@ -371,7 +371,7 @@ def check_methods(spec: StudySpec) -> None:
         elif (key, c.method) not in checked:
             checked.add((key, c.method))
             try:
-                create_distiller(c.method, **(presets[key]["methods"][c.method] or {}))  # unknown options fail here
+                create_distiller(c.method, **method_options(presets[key], c.method))  # unknown options fail here
             except ConfigError as e:
                 raise ConfigError(f"cell {c.id}: {e.problem}", e.fix) from None
     if missing:
