@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ddlnl.errors import DdlnlError
+from ddlnl.errors import ConfigError, DdlnlError
 from ddlnl.study_cli import COMMANDS as STUDY_COMMANDS
 from ddlnl.study_cli import add_parsers as add_study_parsers
 
@@ -38,6 +38,8 @@ def _add_experiment_args(p: argparse.ArgumentParser, *, with_method: bool = True
                        help="override a preset value, e.g. --set evaluation.runs=5 (repeatable)")
         p.add_argument("--device", default=None, help="cpu, cuda or auto (default: cuda when available)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                       help="save the distillation state this often; a rerun of the same command resumes from it (default 300)")
 
 
 def _add_eval_arg(p: argparse.ArgumentParser) -> None:
@@ -95,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checkpoint_every(args) -> float:
+    v = args.checkpoint_every
+    if not v >= 0:
+        raise ConfigError(f"--checkpoint-every must be a number of seconds >= 0, got {v}", "pass e.g. --checkpoint-every 300 (0: every iteration)")
+    return v
+
+
 def _noise_spec(args):
     from ddlnl.data.noise import HUMAN_NOISE, NoiseSpec
 
@@ -112,7 +121,8 @@ def cmd_run(args) -> int:
     cfg = RunConfig(dataset=args.dataset, noise=spec.type, rate=spec.rate, method=args.method, ipc=args.ipc, preset=args.preset,
                     out=args.out, seed=args.seed, noise_seed=spec.seed, data_root=args.data_root, imbalance=args.imbalance,
                     device=args.device, overrides=args.overrides, progress=not args.no_progress,
-                    baselines=parse_baselines(args.baselines), eval_protocol=args.eval_protocol)
+                    baselines=parse_baselines(args.baselines), eval_protocol=args.eval_protocol,
+                    checkpoint_every_s=_checkpoint_every(args))
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_experiment(cfg, log=log)
     if args.json:
@@ -161,7 +171,7 @@ def cmd_distill(args) -> int:
     data = prepare_data(args.dataset, spec, preset, data_root=args.data_root, imbalance=args.imbalance, seed=args.seed)
     ctx = DistillContext(args.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess, preset["model"],
                          device, args.seed, progress=not args.no_progress, noise={"type": spec.type, "rate": spec.rate},
-                         checkpoint=Path(str(args.out) + ".checkpoint.pt"))
+                         checkpoint=Path(str(args.out) + ".checkpoint.pt"), checkpoint_every_s=_checkpoint_every(args))
     synset = distiller.run(ctx, args.ipc)
     config = {"dataset": args.dataset, "overrides": applied, "seed": args.seed, "imbalance": args.imbalance}
     synset.meta.update(_synset_meta(config, data, preset) | {"timings_s": ctx.timings})
