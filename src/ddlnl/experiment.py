@@ -88,33 +88,84 @@ def prepare_data(
 
 
 def save_noise(folder: Path, data: PreparedData) -> None:
-    """Write the realisation (labels + summary) so every later stage and rerun reads the same one."""
-    from ddlnl.utils.io import write_json, write_npy
+    """Write the realisation (labels + summary) so every later stage and rerun reads the same one.
 
-    write_npy(folder / "noisy_labels.npy", data.noisy.labels)
-    summary = data.noisy.summary() | {"clean_labels_sha": labels_digest(data.splits.train.labels)}
-    write_json(folder / "noise.json", summary)
+    ``noise.json`` records the sha256 of ``noisy_labels.npy``; both are written atomically under
+    ``noisy_labels.npy.lock``, so runs or study cells sharing the folder never see half a pair.
+    """
+    from ddlnl.utils.io import file_lock, sha256_file, write_json, write_npy
+
+    labels_file = folder / "noisy_labels.npy"
+    with file_lock(folder / "noisy_labels.npy.lock"):
+        write_npy(labels_file, data.noisy.labels)
+        summary = data.noisy.summary() | {"clean_labels_sha": labels_digest(data.splits.train.labels),
+                                          "labels_sha256": sha256_file(labels_file)}
+        write_json(folder / "noise.json", summary)
 
 
-def load_saved_noise(folder: Path, spec: NoiseSpec, clean: np.ndarray) -> NoisyLabels | None:
-    """The realisation saved in ``folder`` if it was made from the same spec and clean labels."""
+def load_saved_noise(folder: Path, spec: NoiseSpec, clean: np.ndarray, log=None) -> NoisyLabels | None:
+    """The realisation saved in ``folder`` if it was made from the same spec and clean labels and is intact.
+
+    The labels file is checked against the sha256 recorded in ``noise.json``; a damaged or
+    unverifiable pair is ignored with a warning (the noise is realised again: it is
+    deterministic in the spec's seed, so the rerun gets the same labels).
+    """
     import json
 
     from ddlnl.data.noise import empirical_transition
+    from ddlnl.utils.io import file_lock, sha256_file
 
+    warn = log or _warn
     labels_file, summary_file = folder / "noisy_labels.npy", folder / "noise.json"
     if not (labels_file.exists() and summary_file.exists()):
         return None
-    summary = json.loads(summary_file.read_text())
-    if summary.get("clean_labels_sha") != labels_digest(clean) or summary.get("type") != spec.type or summary.get("seed") != spec.seed:
+    with file_lock(folder / "noisy_labels.npy.lock", shared=True):
+        try:
+            summary = json.loads(summary_file.read_text())
+        except (OSError, ValueError) as e:
+            summary = f"unreadable ({e})"
+        if not isinstance(summary, dict):
+            warn(f"[ddlnl] warning: {summary_file} is {summary if isinstance(summary, str) else 'not a JSON object'}; "
+                 "realising the noise again")
+            return None
+        if summary.get("clean_labels_sha") != labels_digest(clean) or summary.get("type") != spec.type or summary.get("seed") != spec.seed:
+            return None
+        if not spec.is_human and abs(summary.get("nominal_rate", -1) - spec.rate) > 1e-9:
+            return None
+        recorded = summary.get("labels_sha256")
+        if recorded is None or sha256_file(labels_file) != recorded:
+            why = "no recorded sha256" if recorded is None else "sha256 does not match noise.json"
+            if recorded is not None:
+                warn(f"[ddlnl] warning: {labels_file} is damaged ({why}); realising the noise again")
+            return None
+        try:
+            labels = np.load(labels_file, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            warn(f"[ddlnl] warning: {labels_file} is unreadable ({e}); realising the noise again")
+            return None
+    if labels.shape != clean.shape or not np.issubdtype(labels.dtype, np.integer):
+        warn(f"[ddlnl] warning: {labels_file} holds {labels.dtype} {labels.shape}, not {clean.shape[0]} labels; realising the noise again")
         return None
-    if not spec.is_human and abs(summary.get("nominal_rate", -1) - spec.rate) > 1e-9:
-        return None
-    labels = np.load(labels_file, allow_pickle=False).astype(np.int64)
-    if labels.shape != clean.shape:
-        raise ConfigError(f"{labels_file} has {labels.shape[0]} labels for {clean.shape[0]} images", "delete it to realise the noise again")
+    labels = labels.astype(np.int64)
     C = int(max(clean.max(), labels.max())) + 1
     return NoisyLabels(labels, spec, summary["nominal_rate"], float(np.mean(labels != clean)), empirical_transition(clean, labels, C))
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr)
+
+
+def check_ipc(labels: np.ndarray, num_classes: int, ipc) -> None:
+    """Fail early (before any training) when ``ipc`` is not a positive integer or exceeds a noisy class's size."""
+    if not isinstance(ipc, (int, np.integer)) or isinstance(ipc, bool) or ipc < 1:
+        raise ConfigError(f"IPC must be a positive integer, got {ipc!r}", "pass --ipc 1, 10 or 50")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    if ipc > int(counts.min()):
+        c = int(counts.argmin())
+        raise ConfigError(f"IPC {ipc} is larger than noisy class {c}, which has only {int(counts.min())} training images",
+                          f"use --ipc {max(int(counts.min()), 1)} or less (or a larger training set)")
 
 
 def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbalance: float | None = None, seed: int = 0):

@@ -12,7 +12,7 @@ gradients per step, which the common trainer does not take, so it runs in
 :func:`_train_gsam`, a short loop over the trainer's own batch, augmentation, lr and loss
 helpers with :func:`gsam_step` as its update.
 
-Cache: ``<cache>/experts/<key>/expert_<k>.safetensors``, where ``key`` hashes everything
+Cache: ``<cache>/experts/<key>/expert_<k>.safetensors`` (+ ``.sha256`` sidecar, ``.lock``), where ``key`` hashes everything
 that determines a trajectory (dataset, the training images, the noisy labels' digest, the
 network, the preprocessing, the hyper-parameters, the seed and the number of epochs). The
 number of experts is not in the key: asking for more experts trains only the missing ones.
@@ -174,12 +174,68 @@ def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_cl
     return torch.stack(snaps).float()
 
 
+def expert_file(folder: Path, k: int) -> Path:
+    return folder / f"expert_{k}.safetensors"
+
+
+def load_cached_expert(path: Path, epochs: int, *, adopt_unhashed: bool = False, log=print) -> torch.Tensor | None:
+    """The trajectory cached at ``path`` if it is intact, else None.
+
+    Intact means: its ``.sha256`` sidecar matches, it loads as safetensors, and it has shape
+    (epochs + 1, P). A damaged entry is deleted with a warning (the caller rebuilds it). An
+    entry without a sidecar is used only with ``adopt_unhashed`` (the caller holds the entry's
+    lock, so no writer is between its two renames): then it is checked by loading, and hashed.
+    """
+    from safetensors.torch import load_file
+
+    from ddlnl.utils.io import remove_entry, verify_sidecar, write_sidecar
+
+    if not path.is_file():
+        return None
+    why = verify_sidecar(path)
+    unhashed = why is not None and why.startswith("no .sha256")
+    if why is not None and not (unhashed and adopt_unhashed):
+        if not unhashed:
+            log(f"[ddlnl] warning: expert cache file {path} is damaged ({why}); rebuilding it")
+            remove_entry(path)
+        return None
+    try:
+        traj = load_file(str(path))["trajectory"]
+        if traj.ndim != 2 or traj.shape[0] != epochs + 1:
+            raise ValueError(f"shape {tuple(traj.shape)}, expected ({epochs + 1}, P)")
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or wrong-shaped: rebuild it
+        log(f"[ddlnl] warning: expert cache file {path} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+        remove_entry(path)
+        return None
+    if unhashed:
+        write_sidecar(path)
+    return traj
+
+
+def save_expert(path: Path, traj: torch.Tensor) -> None:
+    """Write one finished trajectory atomically (temp file + rename), then its sha256 sidecar."""
+    from safetensors.torch import save_file
+
+    from ddlnl.utils.io import write_sidecar
+
+    with atomic_path(path) as tmp:
+        save_file({"trajectory": traj.contiguous()}, str(tmp))
+    write_sidecar(path)
+
+
 def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
     """The ``cfg.num_experts`` trajectories for ``ctx``'s noisy set: from the cache, or trained and cached.
 
+    Each expert is its own cache entry, saved atomically with a sha256 sidecar as soon as it is
+    trained, so a killed run that restarts retrains only the unfinished experts. Entries are
+    verified against their sidecar before use; a damaged one is rebuilt with a warning. Each
+    entry is built under its own file lock (``expert_<k>.safetensors.lock``): two runs sharing
+    the cache never train the same expert twice or read one half-written; the second waits and
+    loads what the first wrote.
+
     Adds the seconds spent to ``ctx.timings['experts']`` and logs the cache hit or miss.
     """
-    from safetensors.torch import load_file, save_file
+    from ddlnl.utils.io import file_lock
 
     start = time.perf_counter()
     key = expert_key(ctx.dataset, ctx.images, ctx.labels, ctx.model, ctx.preprocess.meta(), cfg, ctx.seed)
@@ -187,30 +243,29 @@ def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
     labels = torch.as_tensor(ctx.labels, dtype=torch.long)
     trajs, trained = [], 0
     for k in range(cfg.num_experts):
-        path = folder / f"expert_{k}.safetensors"
-        if path.exists():
-            try:
-                trajs.append(load_file(str(path))["trajectory"])
-                continue
-            except Exception as e:  # a damaged file: retrain it
-                ctx.log(f"[ddlnl] expert cache file {path} unreadable ({type(e).__name__}); retraining it")
-        t0 = time.perf_counter()
-        traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
-                            device=ctx.device, progress=ctx.progress)
-        with atomic_path(path) as tmp:
-            save_file({"trajectory": traj.contiguous()}, str(tmp))
+        path = expert_file(folder, k)
+        traj = load_cached_expert(path, cfg.epochs, log=ctx.log)  # fast path: no lock for an intact entry
+        if traj is None:
+            with file_lock(path.with_name(path.name + ".lock")):
+                traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log)  # written meanwhile?
+                if traj is None:
+                    t0 = time.perf_counter()
+                    traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
+                                        device=ctx.device, progress=ctx.progress)
+                    save_expert(path, traj)
+                    if k == 0 or not (folder / "key.json").exists():
+                        write_json(folder / "key.json", key)
+                    trained += 1
+                    if hasattr(ctx, "images_processed"):  # forward passes over real images (GSAM: two per batch)
+                        ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
+                    ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
+                            f"({cfg.epochs} epochs, {time.perf_counter() - t0:.1f}s)")
         trajs.append(traj)
-        trained += 1
-        if hasattr(ctx, "images_processed"):  # forward passes over real images (GSAM: two per batch)
-            ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
-        ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained ({cfg.epochs} epochs, {time.perf_counter() - t0:.1f}s)")
-    if trained:
-        write_json(folder / "key.json", key)
     status = "hit" if trained == 0 else ("miss" if trained == cfg.num_experts else "partial hit")
     ctx.log(f"[ddlnl] expert cache {status}: {cfg.num_experts - trained} loaded, {trained} trained ({folder})")
-    for t in trajs:
-        if t.ndim != 2 or t.shape[0] != cfg.epochs + 1:
-            raise DataError(f"cached trajectory in {folder} has shape {tuple(t.shape)}, expected ({cfg.epochs + 1}, P)",
-                            f"delete {folder} and rerun")
+    shapes = {tuple(t.shape) for t in trajs}
+    if len(shapes) > 1:
+        raise DataError(f"cached trajectories in {folder} have different shapes {sorted(shapes)}",
+                        f"delete {folder} and rerun (the experts will be retrained)")
     ctx.timings["experts"] = ctx.timings.get("experts", 0.0) + time.perf_counter() - start
     return trajs

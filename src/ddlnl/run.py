@@ -24,7 +24,7 @@ from ddlnl.data.noise import NoiseSpec
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import EvalResult, evaluate_set
-from ddlnl.experiment import PreparedData, prepare_data, save_noise
+from ddlnl.experiment import PreparedData, check_ipc, prepare_data, save_noise
 from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options, model_spec
 from ddlnl.synset import SyntheticSet
 from ddlnl.train import TrainConfig
@@ -168,6 +168,7 @@ def run_experiment(cfg: RunConfig, log=print) -> dict:
     log(f"[ddlnl] loading {cfg.dataset} and realising {noise.slug} noise")
     data = prepare_data(cfg.dataset, noise, preset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed, saved_noise=out)
     save_noise(out, data)
+    check_ipc(data.noisy.labels, data.num_classes, cfg.ipc)  # before any training
     log(f"[ddlnl] {len(data.splits.train)} training images, {len(data.splits.test)} test images, "
         f"noise {noise.type}: nominal {data.noisy.nominal_rate:.4f}, actual {data.noisy.actual_rate:.4f}")
     base_key = {k: config[k] for k in ("dataset", "noise", "seed", "imbalance")} | {
