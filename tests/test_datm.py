@@ -153,6 +153,15 @@ def test_datm_init_filters_by_expert_prediction_and_soft_labels(tmp_path):
     assert yh.dtype == torch.long
 
 
+def test_init_only_control_is_the_distillers_starting_set(tmp_path):
+    """issue 7's DATM control: the init alone equals what the distillation starts from (0 iterations)."""
+    start = create_distiller("datm", iterations=0, **TOY).run(context(tmp_path), 3)
+    d = create_distiller("datm", iterations=2, **TOY)
+    init = d.init_only(context(tmp_path), 3)
+    assert torch.equal(init.images, start.images) and torch.equal(init.labels, start.labels)
+    assert init.label_kind == "soft" and init.lr is None and init.meta["datm"]["pix_init"] == "samples_predicted_correctly"
+
+
 def test_synset_round_trips_through_ddlnl_evaluate(tmp_path):
     from tests.data.fixtures import write_cifar10_npz
 

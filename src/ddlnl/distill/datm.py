@@ -37,7 +37,10 @@ from ddlnl.distill.base import DistillContext, register_distiller
 from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
+from ddlnl.experts import load_or_train_experts
 from ddlnl.models.functional import functional_forward
+from ddlnl.synset import SyntheticSet
+from ddlnl.utils.runtime import generator
 
 PIX_INITS = ("samples_predicted_correctly", "real")
 
@@ -243,6 +246,23 @@ class DATM(TrajectoryMatchingBase):
                 raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in methods.md §2.7 (2, 5 or 10)")
 
     def distill(self, ctx: DistillContext, ipc: int):
+        self._apply_setting(ctx, ipc)
+        synset = super().distill(ctx, ipc)
+        synset.meta["datm"] = self.init_report
+        return synset
+
+    def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        """The fairness control: DATM's starting set (real images an expert predicts as their noisy
+        class, with the experts' soft labels when ``soft_labels``), evaluated without distillation."""
+        ctx.check_ipc(ipc)
+        self._apply_setting(ctx, ipc)
+        experts = load_or_train_experts(ctx, self.expert_config())
+        images, labels = self.init_set(ctx, ipc, experts, generator(ctx.seed))
+        synset = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess)
+        synset.meta.update({"datm": self.init_report, "options": self.options_dict()})
+        return synset
+
+    def _apply_setting(self, ctx: DistillContext, ipc: int) -> None:
         if self.options.setting == "auto":
             noise = self.options.paper_noise if self.options.paper_noise is not None else getattr(ctx, "noise", None)
             if noise is None:
@@ -252,9 +272,6 @@ class DATM(TrajectoryMatchingBase):
             values = paper_setting(ctx.dataset, ipc, kind, rate)
             self.options = replace(self.options, **{k: v for k, v in values.items() if k in {f.name for f in fields(self.Options)}})
             ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {kind}:{rate}: {values}")
-        synset = super().distill(ctx, ipc)
-        synset.meta["datm"] = self.init_report
-        return synset
 
     # -- hooks -------------------------------------------------------------------------------
     def start_epoch(self, it: int, rng: np.random.Generator) -> int:
