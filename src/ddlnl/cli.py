@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run"])
     args.debug = debug
     try:
+        _check_common(args)
         return COMMANDS[args.command](args)
     except DdlnlError as e:
         if args.debug:
@@ -255,6 +257,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ddlnl {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
         print("  fix: check the paths, permissions and free disk/memory, then rerun (rerun with --debug for details)", file=sys.stderr)
         return 2
+    except Exception as e:  # the last resort: one paragraph, no traceback unless --debug
+        if args.debug:
+            raise
+        print(f"ddlnl {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("  fix: this is a bug or an input ddlnl does not check yet; rerun with --debug for the traceback and report it",
+              file=sys.stderr)
+        return 1
+
+
+SEED_MAX = 2**32  # numpy's RandomState (the noise realisation) takes seeds in [0, 2**32)
+
+
+def _check_common(args) -> None:
+    """Checks of numbers and paths shared by several commands, before any data is loaded."""
+    for flag in ("seed", "noise_seed"):
+        v = getattr(args, flag, None)
+        if v is not None and not 0 <= v < SEED_MAX:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be in [0, 2**32), got {v}", "pass a seed such as 0, 1 or 2")
+    for flag in ("ipc", "runs"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            raise ConfigError(f"--{flag} must be a positive integer, got {v}", f"pass --{flag} 1 or more")
+    for flag in ("rate", "imbalance"):
+        v = getattr(args, flag, None)
+        if v is not None and math.isnan(v):
+            raise ConfigError(f"--{flag} is not a number (nan)", f"pass a number for --{flag}")
+    root = getattr(args, "data_root", None)
+    if root and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+        raise ConfigError(f"--data-root {root} is a file, not a folder", "pass the folder that holds the datasets (or set $DDLNL_DATA)")
+    out = getattr(args, "out", None)
+    if out and args.command in ("run", "noise", "study") and Path(out).is_file():
+        raise ConfigError(f"--out {out} is a file; {args.command} writes a folder there", "pass a new or existing folder for --out")
+    if out and args.command == "distill" and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; distill writes one .safetensors file", "pass a file path, e.g. --out set.safetensors")
 
 
 if __name__ == "__main__":

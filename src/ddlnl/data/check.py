@@ -245,6 +245,13 @@ def check_data(root: str | Path | None = None, names: list[str] | None = None) -
     rows = {r["name"]: r for r in describe_data_root(root)}
     if names is None:
         names = [n for n, r in rows.items() if r["status"] != "missing"]
+    from ddlnl.data.imagefolder import PREFIX as FOLDER_PREFIX
+    from ddlnl.errors import ConfigError
+
+    unknown = [n for n in names if n not in rows and not (n.startswith(FOLDER_PREFIX) and len(n) > len(FOLDER_PREFIX))]
+    if unknown:
+        raise ConfigError(f"unknown dataset name(s) to check: {', '.join(unknown)}",
+                          f"use any of: {', '.join(rows)}, or folder:<path> for an ImageFolder tree")
     results = []
     for name in names:
         if name in HUMAN_FILES:

@@ -13,7 +13,6 @@ silently pair images with the wrong human labels.
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 import zlib
 from pathlib import Path
@@ -94,20 +93,12 @@ def _numpy_safe_globals() -> list:
 
 
 def _read_pt(path: Path) -> object:
-    import torch  # deferred: only .pt label files need torch
+    from ddlnl.utils.io import (
+        load_weights_only,  # deferred: only .pt label files need torch
+    )
 
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        raise DataError(
-            f"{path}: refused to load (it needs more than plain arrays: {detail})",
-            "use the official label file from UCSC-REAL/cifar-10-100n",
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc})",
-                        "re-obtain the file from UCSC-REAL/cifar-10-100n") from None
+    return load_weights_only(path, safe_globals=_numpy_safe_globals(),
+                             fix="use the official label file from UCSC-REAL/cifar-10-100n (or its npz copy)")
 
 
 def _read_npz(path: Path) -> object:

@@ -50,8 +50,11 @@ class NoiseSpec:
     def __post_init__(self):
         if self.type not in NOISE_TYPES:
             raise ConfigError(f"unknown noise type {self.type!r}", f"use one of: {', '.join(NOISE_TYPES)}")
-        rate = float(self.rate)
-        if not (0.0 <= rate < 1.0) or rate != rate:
+        try:
+            rate = float(self.rate)
+        except (TypeError, ValueError):
+            raise ConfigError(f"noise rate {self.rate!r} is not a number", "pass a rate such as 0.2, 0.4 or 0.8") from None
+        if not (0.0 <= rate < 1.0):
             raise ConfigError(f"noise rate {self.rate!r} is outside [0, 1)", "pass a rate such as 0.2, 0.4 or 0.8")
         if self.type in HUMAN_NOISE and rate != 0.0:
             raise ConfigError(
@@ -60,6 +63,8 @@ class NoiseSpec:
             )
         if self.type == "clean" and rate != 0.0:
             raise ConfigError("noise 'clean' takes no rate", "drop --rate or choose a synthetic noise model")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"noise seed must be an integer in [0, 2**32), got {self.seed!r}", "pass a seed such as 0, 1 or 2")
         object.__setattr__(self, "rate", rate)
         object.__setattr__(self, "seed", int(self.seed))
 
