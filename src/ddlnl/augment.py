@@ -1,4 +1,4 @@
-"""Differentiable augmentation: DSA (as in DC/DSA/MTT/DATM), crop+flip and CutMix.
+"""Differentiable augmentation: DSA (as in DC/DSA/MTT/DATM), DANCE's op order, crop+flip and CutMix.
 
 DSA ("differentiable siamese augmentation") is ``DiffAugment`` with ``ParamDiffAug``
 defaults and ``aug_mode='S'``: each call picks ONE token of the strategy uniformly and
@@ -104,8 +104,12 @@ def sample_dsa(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     shared: bool = False,
-) -> DSADraw:
-    """Pick one op of ``strategy`` and draw its parameters (one set if ``shared``)."""
+) -> DSADraw | DiffAugDraw:
+    """Pick one op of ``strategy`` and draw its parameters (one set if ``shared``).
+
+    A ``dance:`` strategy gives a :class:`DiffAugDraw` in DANCE's op order instead (see below)."""
+    if strategy.startswith(DANCE_PREFIX):
+        return _sample_dance(strategy, batch_size, image_size, generator, device, shared)
     tokens = parse_strategy(strategy)
     size = _size(image_size)
     if not tokens:
@@ -185,8 +189,12 @@ _SAMPLERS = {
 # ----------------------------------------------------------------------------- applying
 
 
-def apply_dsa(x: torch.Tensor, draw: DSADraw) -> torch.Tensor:
+def apply_dsa(x: torch.Tensor, draw: DSADraw | DiffAugDraw) -> torch.Tensor:
     """Apply ``draw`` to images ``x`` (N, C, H, W); differentiable w.r.t. ``x``."""
+    if isinstance(draw, DiffAugDraw):
+        for d in draw.draws:
+            x = apply_dsa(x, d)
+        return x
     if x.dim() != 4 or tuple(x.shape[-2:]) != draw.image_size:
         raise ConfigError(
             f"DSA draw is for {draw.image_size} images, got a tensor of shape {tuple(x.shape)}",
@@ -280,6 +288,63 @@ _APPLIERS = {
     "scale": _scale,
     "rotate": _rotate,
 }
+
+# ----------------------------------------------------------------------------- DANCE's op order
+#
+# DANCE (from IDC, misc/augment.py ``DiffAug``) uses the DSA ops and parameters above in another
+# order: ``flip`` and ``color`` are applied always when listed (in that order), then ONE op drawn
+# uniformly from the remaining ones (crop, scale, rotate), then ``cutout`` always, last. A
+# strategy string selects this order with the prefix ``dance:``, e.g. ``dance:color_crop``
+# (DANCE's expert training), ``dance:color_crop_cutout`` (its siamese matching augmentation) or
+# ``dance:color_crop_flip_scale_rotate`` (its evaluation), so every caller of ``sample_dsa`` /
+# ``dsa`` (the trainer, DM's siamese batches) takes it unchanged. ``shared`` draws one parameter
+# set per op for the whole batch (IDC's ``batch=True``).
+
+DANCE_PREFIX = "dance:"
+DANCE_FIRST = ("flip", "color")  # always, in this order
+DANCE_LAST = ("cutout",)  # always, last
+
+
+@dataclass(frozen=True, eq=False)
+class DiffAugDraw:
+    """Draws applied one after the other (DANCE's order); ``apply_dsa`` takes it like a DSADraw."""
+
+    draws: tuple[DSADraw, ...]
+    image_size: Size
+    shared: bool
+
+    @property
+    def op(self) -> str:
+        return "+".join(d.op for d in self.draws) or "none"
+
+    def to(self, device: torch.device | str) -> DiffAugDraw:
+        return DiffAugDraw(tuple(d.to(device) for d in self.draws), self.image_size, self.shared)
+
+
+def dance_ops(strategy: str) -> tuple[list[str], list[str], list[str]]:
+    """(always first, pick one of, always last) for a ``dance:`` strategy string."""
+    tokens = parse_strategy(strategy.removeprefix(DANCE_PREFIX))
+    first = [op for op in DANCE_FIRST if op in tokens]
+    last = [op for op in DANCE_LAST if op in tokens]
+    middle = [t for t in tokens if t not in DANCE_FIRST and t not in DANCE_LAST]
+    return first, middle, last
+
+
+def _sample_dance(strategy, batch_size, image_size, generator, device, shared) -> DiffAugDraw:
+    first, middle, last = dance_ops(strategy)
+    size = _size(image_size)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}", "pass the batch length")
+    g, dev = generator, _rng_device(generator)
+    n = 1 if shared else batch_size
+    ops = list(first)
+    if middle:
+        ops.append(middle[int(torch.randint(len(middle), (1,), generator=g, device=dev))])
+    ops += last
+    draws = tuple(DSADraw(op, size, shared, _SAMPLERS[op](n, size, g, dev)) for op in ops)
+    draw = DiffAugDraw(draws, size, shared)
+    return draw.to(device) if device is not None else draw
+
 
 # ----------------------------------------------------------------------------- conveniences
 

@@ -39,11 +39,20 @@ from ddlnl.utils.io import atomic_path, write_json
 from ddlnl.utils.runtime import generator as make_generator
 
 CACHE_VERSION = 1
+# ExpertConfig fields added for DANCE enter the cache key only when they differ from MTT's recipe,
+# so the keys (and cached trajectories) of MTT/DATM experts stay what they were before they existed.
+_KEY_ONLY_IF_SET = {"schedule": "constant", "milestones": (), "gamma": 0.1, "cutmix_prob": 0.0}
 
 
 @dataclass
 class ExpertConfig:
-    """How experts are trained. ``epochs`` is max_start_epoch + expert_epochs of the distiller."""
+    """How experts are trained. ``epochs`` is max_start_epoch + expert_epochs of the distiller.
+
+    The defaults are MTT's/DATM's buffer recipe (plain SGD, constant lr, DSA). DANCE's
+    pre-training (methods.md §3.1) sets momentum 0.9, weight decay 5e-4, batch 64,
+    ``schedule: multistep`` with milestones (2/3, 5/6) and gamma 0.2, CutMix with p 0.5, and
+    the ``dance:color_crop`` augmentation; see :func:`ddlnl.distill.dance.expert_config`.
+    """
 
     num_experts: int = 1
     epochs: int = 4
@@ -56,6 +65,11 @@ class ExpertConfig:
     rho: float = 0.01
     alpha: float = 0.3
     compile: bool = False  # speed only (plain SGD path): torch.compile full batches
+    # DANCE's recipe (train.TrainConfig's fields of the same names); the defaults are MTT's.
+    schedule: str = "constant"
+    milestones: tuple = ()
+    gamma: float = 0.1
+    cutmix_prob: float = 0.0
 
     def __post_init__(self):
         if self.num_experts < 1 or self.epochs < 1:
@@ -63,11 +77,27 @@ class ExpertConfig:
                 f"experts need num_experts >= 1 and epochs >= 1 (got {self.num_experts}, {self.epochs})",
                 "set num_experts: 1 or more, and max_start_epoch + expert_epochs >= 1",
             )
+        self.milestones = tuple(self.milestones)
+        if self.gsam and self.cutmix_prob > 0:
+            raise ConfigError("GSAM experts do not support CutMix", "set cutmix_prob: 0 or gsam: false")
+        self.train_config()  # range checks of the training recipe
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                           weight_decay=self.weight_decay, schedule="constant", augment="dsa",
+                           weight_decay=self.weight_decay, schedule=self.schedule, augment="dsa",
+                           milestones=self.milestones or (0.5, 0.75), gamma=self.gamma, cutmix_prob=self.cutmix_prob,
                            dsa_strategy=self.dsa_strategy, compile=self.compile)
+
+    def recipe(self) -> dict:
+        """The hyper-parameters that determine a trajectory (not num_experts, not compile)."""
+        hp = asdict(self)
+        hp.pop("num_experts")
+        hp.pop("compile")  # speed only
+        hp["milestones"] = list(self.milestones)
+        for name, default in _KEY_ONLY_IF_SET.items():
+            if getattr(self, name) == default or (name in ("milestones", "gamma") and self.schedule != "multistep"):
+                hp.pop(name)
+        return hp
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -88,9 +118,7 @@ def images_digest(images: torch.Tensor) -> str:
 def expert_key(dataset: str, images: torch.Tensor, labels: np.ndarray, model: dict, preprocess_meta: dict,
                cfg: ExpertConfig, seed: int) -> dict:
     """Everything that determines a trajectory (the dict whose hash names the cache folder)."""
-    hp = asdict(cfg)
-    hp.pop("num_experts")
-    hp.pop("compile")  # speed only
+    hp = cfg.recipe()
     return {"version": CACHE_VERSION, "dataset": dataset, "images": images_digest(images),
             "labels": labels_digest(labels), "model": model, "preprocess": preprocess_meta, "train": hp, "seed": seed}
 

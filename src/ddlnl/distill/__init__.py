@@ -1,9 +1,10 @@
-"""Distillers, registered by name: ``random`` (control), ``dm``, ``mtt`` and ``datm``."""
+"""Distillers, registered by name: ``random`` (control), ``dm``, ``mtt``, ``datm`` and ``dance``."""
 
 from ddlnl.distill.base import DistillContext, Distiller, create_distiller, list_distillers, register_distiller
 from ddlnl.distill import random as _random  # noqa: F401  (registers 'random')
 from ddlnl.distill import dm as _dm  # noqa: F401  (registers 'dm')
 from ddlnl.distill import mtt as _mtt  # noqa: F401  (registers 'mtt')
 from ddlnl.distill import datm as _datm  # noqa: F401  (registers 'datm')
+from ddlnl.distill import dance as _dance  # noqa: F401  (registers 'dance')
 
 __all__ = ["DistillContext", "Distiller", "create_distiller", "list_distillers", "register_distiller"]
