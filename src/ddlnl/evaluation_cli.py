@@ -8,7 +8,7 @@ import torch
 
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.data.registry import load_dataset, resolve_data_root
-from ddlnl.errors import ConfigError
+from ddlnl.errors import ConfigError, DataError
 from ddlnl.evaluate import evaluate_set
 from ddlnl.experiment import stratified_subsample
 from ddlnl.presets import apply_overrides, evaluation_for, load_preset, model_spec
@@ -47,7 +47,13 @@ def evaluate_file(args) -> dict:
     num_classes = splits.num_classes
     labels = synset.hard_labels() if args.hard_labels else synset.labels
     images, train_labels = synset.training_data(labels)
-    if int(synset.hard_labels().max()) >= num_classes or (labels.ndim == 2 and labels.shape[1] != num_classes):
+    hard = synset.hard_labels()
+    if hard.numel() and int(hard.min()) < 0:
+        raise DataError(f"{args.set} has negative class labels (min {int(hard.min())})",
+                        "labels must be class indices 0..C-1 or (N, C) soft labels; re-create the set")
+    if not torch.isfinite(synset.labels.float()).all():
+        raise DataError(f"{args.set} has NaN or Inf labels", "the distillation diverged; re-create the set")
+    if int(hard.max()) >= num_classes or (labels.ndim == 2 and labels.shape[1] != num_classes):
         raise ConfigError(f"{args.set} has labels for more classes than {dataset}'s {num_classes}", "pass the right --dataset")
     seed_everything(args.seed)
     ev = preset["evaluation"]

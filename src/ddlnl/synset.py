@@ -18,7 +18,7 @@ import torch
 
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.errors import DataError
-from ddlnl.utils.io import atomic_path
+from ddlnl.utils.io import atomic_path, load_weights_only
 
 FORMAT_VERSION = 1
 
@@ -113,10 +113,7 @@ def _check_shapes(path, images: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 def _load_pt(path: Path) -> torch.Tensor:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, refused globals
-        raise DataError(f"cannot read {path} as a tensor file ({type(e).__name__}: {e})", "pass a file saved with torch.save(tensor)") from None
+    obj = load_weights_only(path, fix="pass a file saved with torch.save(tensor), e.g. DATM's images_best.pt")
     if not isinstance(obj, torch.Tensor):
         raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor", "pass images_best.pt / labels_best.pt / lr_best.pt as saved by DATM/MTT")
     return obj.detach()

@@ -64,6 +64,10 @@ class TrainConfig:
     sce_A: float = -4.0
 
     def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}", f"set {name} to 1 or more")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("augmentation", self.augment, AUGMENTS)
         check_choice("loss", self.loss, LOSSES)
@@ -86,10 +90,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a non-negative number, got {v!r}", "SCE's CIFAR-10 values: alpha 0.1, beta 1.0")
         if not isinstance(self.sce_A, (int, float)) or not math.isfinite(self.sce_A) or self.sce_A >= 0:
             raise ConfigError(f"sce_A must be a negative number (log 0 stand-in), got {self.sce_A!r}", "use sce_A: -4")
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}", f"set {name} to 1 or more")
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:

@@ -60,6 +60,12 @@ def validate_preset(preset, where: str = "preset") -> None:
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}", "copy src/ddlnl/presets/quick.yaml and edit it")
     _keys(preset["data"], DATA_KEYS, f"{where}: data")
+    for key in sorted(DATA_KEYS):
+        v = preset["data"].get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{where}: data.{key} must be a positive integer or null, got {v!r}", f"set {key}: null (all) or e.g. 100")
+    if not isinstance(preset["preprocess"], str):
+        raise ConfigError(f"{where}: preprocess must be a name, got {preset['preprocess']!r}", "use normalize, zca or none")
     for section in ("evaluation", "baseline"):
         _keys(preset[section], EVALUATION_KEYS if section == "evaluation" else EVAL_KEYS, f"{where}: {section}")
         if not isinstance(preset[section].get("train"), dict):

@@ -30,10 +30,35 @@ class Configurable:
                 f"unknown option(s) for {self.kind} {self.name!r}: {', '.join(sorted(unknown))}",
                 f"valid options: {', '.join(sorted(known)) or '(none)'}",
             )
+        for f in fields(self.Options):
+            if f.name in options:
+                _check_type(f"{self.kind} {self.name!r} option {f.name}", options[f.name], f.default)
         self.options = self.Options(**options)
 
     def options_dict(self) -> dict:
         return asdict(self.options)
+
+
+def _check_type(what: str, value, default) -> None:
+    """A value from YAML must have its default's kind: bool, int, float (or int), str.
+
+    Defaults of other kinds (None, tuples, factories) are left to the component's own checks.
+    """
+    if default is None or value is None or isinstance(default, (tuple, list, dict)):
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{what} must be {type(default).__name__} (like its default {default!r}), got {value!r}",
+                          f"set {what.rsplit(' ', 1)[-1]} to a {type(default).__name__}")
 
 
 class Registry:
