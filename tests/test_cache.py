@@ -1,0 +1,211 @@
+"""Shared caches: concurrent runs, damaged entries, interrupted expert training, verified noise files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddlnl.data.noise import NoiseSpec, make_noisy_labels
+from ddlnl.data.preprocess import Preprocessor
+from ddlnl.data.types import DatasetSplits, LabeledImages
+from ddlnl.distill import DistillContext
+from ddlnl.experiment import PreparedData, load_saved_noise, save_noise
+from ddlnl.experts import (
+    ExpertConfig,
+    cache_root,
+    expert_key,
+    key_hash,
+    load_or_train_experts,
+)
+from ddlnl.utils.io import (
+    file_lock,
+    sha256_file,
+    sidecar,
+    verify_sidecar,
+    write_sidecar,
+)
+
+MODEL = {"name": "convnet", "width": 8, "depth": 1, "norm": "instance"}
+CFG = {"num_experts": 2, "epochs": 2, "batch_size": 16}
+
+
+def toy_context(cache, logs=None):
+    g = torch.Generator().manual_seed(0)
+    labels = np.repeat(np.arange(3), 8)
+    images = torch.randn(len(labels), 3, 8, 8, generator=g)
+    log = logs.append if logs is not None else (lambda m: None)
+    return DistillContext("toy", images, labels, 3, Preprocessor("none"), MODEL, seed=0, cache_dir=Path(cache), log=log)
+
+
+def expert_folder(ctx, cfg) -> Path:
+    key = expert_key(ctx.dataset, ctx.images, ctx.labels, ctx.model, ctx.preprocess.meta(), cfg, ctx.seed)
+    return cache_root(ctx.cache_dir) / "experts" / key_hash(key)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def test_sidecar_roundtrip_and_mismatch(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"hello")
+    assert "no .sha256" in verify_sidecar(f)
+    write_sidecar(f)
+    assert sidecar(f).read_text().strip() == sha256_file(f) and verify_sidecar(f) is None
+    f.write_bytes(b"hellO")
+    assert "mismatch" in verify_sidecar(f)
+    assert verify_sidecar(tmp_path / "none") == "file missing"
+
+
+# ---------------------------------------------------------------------------- experts
+
+
+def test_damaged_expert_is_rebuilt_with_a_warning(tmp_path):
+    cfg = ExpertConfig(**CFG)
+    first = load_or_train_experts(toy_context(tmp_path), cfg)
+    folder = expert_folder(toy_context(tmp_path), cfg)
+    path = folder / "expert_0.safetensors"
+    assert verify_sidecar(path) is None and verify_sidecar(folder / "expert_1.safetensors") is None
+    raw = bytearray(path.read_bytes())
+    raw[-20:-10] = bytes(b ^ 0xFF for b in raw[-20:-10])  # flip bytes inside the tensor data
+    path.write_bytes(bytes(raw))
+    logs = []
+    again = load_or_train_experts(toy_context(tmp_path, logs), cfg)
+    warnings = [m for m in logs if "warning" in m]
+    assert len(warnings) == 1 and "expert_0.safetensors" in warnings[0] and "sha256 mismatch" in warnings[0], logs
+    assert any("1 loaded, 1 trained" in m for m in logs), logs
+    assert verify_sidecar(path) is None
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # rebuilt deterministically
+
+
+def test_truncated_expert_without_sidecar_is_rebuilt(tmp_path):
+    cfg = ExpertConfig(**CFG)
+    load_or_train_experts(toy_context(tmp_path), cfg)
+    path = expert_folder(toy_context(tmp_path), cfg) / "expert_1.safetensors"
+    path.write_bytes(path.read_bytes()[:50])
+    sidecar(path).unlink()  # as if written by an older ddlnl: checked by loading instead
+    logs = []
+    load_or_train_experts(toy_context(tmp_path, logs), cfg)
+    assert any("warning" in m and "unreadable" in m for m in logs), logs
+    assert any("1 loaded, 1 trained" in m for m in logs) and verify_sidecar(path) is None
+
+
+def test_interrupted_expert_training_keeps_finished_experts(tmp_path, monkeypatch):
+    """A run killed while training expert 2 of 3 retrains only experts 2 and 3 when restarted."""
+    from ddlnl import experts
+
+    cfg = ExpertConfig(num_experts=3, epochs=2, batch_size=16)
+    real = experts.train_expert
+    calls = []
+
+    def dies_on_second(*a, **kw):
+        calls.append(kw["seed"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C (or a SLURM preemption) mid-expert
+        return real(*a, **kw)
+
+    monkeypatch.setattr(experts, "train_expert", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_train_experts(toy_context(tmp_path), cfg)
+    folder = expert_folder(toy_context(tmp_path), cfg)
+    assert verify_sidecar(folder / "expert_0.safetensors") is None  # saved as soon as it was done
+    assert not (folder / "expert_1.safetensors").exists()
+    assert not [p for p in folder.iterdir() if p.suffix == ".tmp"]  # no half-written file left behind
+    monkeypatch.setattr(experts, "train_expert", real)
+    logs = []
+    trajs = load_or_train_experts(toy_context(tmp_path, logs), cfg)
+    assert len(trajs) == 3 and any("1 loaded, 2 trained" in m for m in logs), logs
+
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from tests.test_cache import CFG, toy_context
+    from ddlnl.experts import ExpertConfig, load_or_train_experts
+    cache, me = Path(sys.argv[1]), sys.argv[2]
+    (cache / f"ready_{me}").touch()
+    deadline = time.time() + 60
+    while len(list(cache.glob("ready_*"))) < 2 and time.time() < deadline:  # start together
+        time.sleep(0.01)
+    logs = []
+    trajs = load_or_train_experts(toy_context(cache, logs), ExpertConfig(**CFG))
+    line = [m for m in logs if "expert cache" in m][-1]
+    print(json.dumps({"line": line, "sums": [float(t.double().sum()) for t in trajs]}))
+""")
+
+
+def test_two_processes_share_one_expert_cache(tmp_path):
+    """Both succeed, each expert is trained once, and every entry verifies."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(cache), str(i), root], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    trained = [int(r["line"].split(" trained")[0].rsplit(", ", 1)[-1]) for r in results]
+    assert sum(trained) == CFG["num_experts"], results  # nothing trained twice
+    assert results[0]["sums"] == results[1]["sums"]
+    folder = expert_folder(toy_context(cache), ExpertConfig(**CFG))
+    for k in range(CFG["num_experts"]):
+        assert verify_sidecar(folder / f"expert_{k}.safetensors") is None
+
+
+def test_file_lock_serialises_processes(tmp_path):
+    lock, log = tmp_path / "x.lock", tmp_path / "log"
+    code = textwrap.dedent("""
+        import sys, time
+        sys.path.insert(0, sys.argv[3])
+        from ddlnl.utils.io import file_lock
+        with file_lock(sys.argv[1]):
+            with open(sys.argv[2], "a") as f:
+                f.write("in\\n"); f.flush(); time.sleep(0.3); f.write("out\\n")
+    """)
+    root = str(Path(__file__).resolve().parents[1])
+    with file_lock(lock):  # hold it while both start: they must wait for it and then for each other
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(lock), str(log), root]) for _ in range(2)]
+        time.sleep(0.5)
+        assert not log.exists()
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert log.read_text().split() == ["in", "out", "in", "out"]
+
+
+# ---------------------------------------------------------------------------- noise realisation
+
+
+def _prepared(spec):
+    clean = np.repeat(np.arange(4), 10)
+    images = np.zeros((len(clean), 8, 8, 3), np.uint8)
+    split = LabeledImages(images, clean, ("a", "b", "c", "d"))
+    noisy = make_noisy_labels("toy", clean, 4, spec)
+    return PreparedData("toy", DatasetSplits("toy", split, split, "test"), noisy, Preprocessor("none"), None, None, None), clean
+
+
+def test_saved_noise_is_verified_and_damage_is_rebuilt(tmp_path, capsys):
+    spec = NoiseSpec("symmetric", 0.5, 3)
+    data, clean = _prepared(spec)
+    save_noise(tmp_path, data)
+    assert json.loads((tmp_path / "noise.json").read_text())["labels_sha256"] == sha256_file(tmp_path / "noisy_labels.npy")
+    got = load_saved_noise(tmp_path, spec, clean)
+    assert got is not None and np.array_equal(got.labels, data.noisy.labels)
+    labels = np.load(tmp_path / "noisy_labels.npy")
+    labels[0] = (labels[0] + 1) % 4
+    np.save(tmp_path / "noisy_labels.npy", labels)  # silently damaged on disk
+    warned = []
+    assert load_saved_noise(tmp_path, spec, clean, log=warned.append) is None
+    assert warned and "warning" in warned[0] and "sha256" in warned[0]
+    (tmp_path / "noise.json").write_text("{not json")
+    assert load_saved_noise(tmp_path, spec, clean) is None
+    assert "unreadable" in capsys.readouterr().err
