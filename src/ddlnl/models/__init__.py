@@ -76,4 +76,4 @@ def check_positive_int(what: str, value) -> None:
 
 
 # Imported last: the model files need ``register_model`` defined above.
-from ddlnl.models import convnet, resnet  # noqa: E402,F401
+from ddlnl.models import convnet, rcig, resnet  # noqa: E402,F401
