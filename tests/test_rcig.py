@@ -211,3 +211,33 @@ def test_clip_and_adabelief():
         s = 0.999 * s + 0.001 * (g - m) ** 2 + 1e-16
         expected -= 0.1 * (m / (1 - 0.9**t)) / ((s / (1 - 0.999**t)) ** 0.5 + 1e-16)
         assert float(p) == pytest.approx(expected, rel=1e-6)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    from ddlnl.distill.loop import DistillLoop
+
+    opts = {"iterations": 5, "width": 2, "depth": 2, "pool_size": 2, "batch_real": 20, "inner_steps": 3, "hinv_steps": 3,
+            "tune_factor": 3.0, "max_online_steps": 6, "lr_monitor_interval": 2}
+    whole = create_distiller("rcig", **opts).run(toy_ctx(), 2)
+    ctx = toy_ctx()
+    ctx.checkpoint, ctx.checkpoint_every_s = tmp_path / "ckpt.pt", 0.0
+    calls, real_report = {"n": 0}, DistillLoop.report
+
+    def failing_report(self, loss):  # stop inside the fourth iteration, after its updates
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise _Stop
+        return real_report(self, loss)
+
+    monkeypatch.setattr(DistillLoop, "report", failing_report)
+    with pytest.raises(_Stop):
+        create_distiller("rcig", **opts).run(ctx, 2)
+    monkeypatch.setattr(DistillLoop, "report", real_report)
+    resumed = create_distiller("rcig", **opts).run(ctx, 2)
+    assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.labels, whole.labels)
+    assert resumed.meta["label_temperature"] == whole.meta["label_temperature"]
+    assert resumed.meta["rcig"]["inner_lr"] == whole.meta["rcig"]["inner_lr"]
