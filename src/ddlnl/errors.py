@@ -34,3 +34,11 @@ def check_choice(kind: str, value: str, choices) -> str:
             f"use one of: {', '.join(sorted(map(str, choices)))}",
         )
     return value
+
+
+def yaml_error(what: str, exc: Exception) -> ConfigError:
+    """A YAML syntax error as one line: what, the parser's problem, and where (line, column)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{what} is not valid YAML: {problem}{where}", "fix the YAML syntax there (indentation, brackets, quotes)")

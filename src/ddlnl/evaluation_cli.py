@@ -33,20 +33,9 @@ def evaluate_file(args) -> dict:
     runs = args.runs or preset["evaluation"].get("runs", 1)
     root = resolve_data_root(args.data_root)
     splits = load_dataset(dataset, root, imbalance=meta.get("imbalance"), seed=meta.get("seed", 0))
-    pre = synset.preprocess
-    if meta.get("format") == "datm":
-        pre = Preprocessor(args.preprocess or "zca").fit(splits.train.images)
-    elif args.preprocess and args.preprocess != pre.kind:
-        raise ConfigError(f"{args.set} was made with {pre.kind!r} preprocessing, not {args.preprocess!r}", "drop --preprocess")
-    test = splits.test
-    if preset["data"].get("test_size"):
-        test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), args.seed))
-    if synset.images.shape[-1] != test.image_size:
-        raise ConfigError(f"{args.set} holds {synset.images.shape[-1]} px images but {dataset} has {test.image_size} px images",
-                          "pass the --dataset the set was distilled from")
     num_classes = splits.num_classes
     labels = synset.hard_labels() if args.hard_labels else synset.labels
-    images, train_labels = synset.training_data(labels)
+    # checks of the set against the dataset come before any preprocessing (a ZCA fit takes a while)
     hard = synset.hard_labels()
     if hard.numel() and int(hard.min()) < 0:
         raise DataError(f"{args.set} has negative class labels (min {int(hard.min())})",
@@ -55,6 +44,18 @@ def evaluate_file(args) -> dict:
         raise DataError(f"{args.set} has NaN or Inf labels", "the distillation diverged; re-create the set")
     if int(hard.max()) >= num_classes or (labels.ndim == 2 and labels.shape[1] != num_classes):
         raise ConfigError(f"{args.set} has labels for more classes than {dataset}'s {num_classes}", "pass the right --dataset")
+    if synset.images.shape[-1] != splits.test.image_size:
+        raise ConfigError(f"{args.set} holds {synset.images.shape[-1]} px images but {dataset} has {splits.test.image_size} px images",
+                          "pass the --dataset the set was distilled from")
+    pre = synset.preprocess
+    if meta.get("format") == "datm":
+        pre = Preprocessor(args.preprocess or "zca").fit(splits.train.images)
+    elif args.preprocess and args.preprocess != pre.kind:
+        raise ConfigError(f"{args.set} was made with {pre.kind!r} preprocessing, not {args.preprocess!r}", "drop --preprocess")
+    test = splits.test
+    if preset["data"].get("test_size"):
+        test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), args.seed))
+    images, train_labels = synset.training_data(labels)
     seed_everything(args.seed)
     ev = preset["evaluation"]
     lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ddlnl.errors import ConfigError
+from ddlnl.errors import ConfigError, yaml_error
 
 PRESET_DIR = Path(__file__).parent
 SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "evaluation", "baseline", "methods", "baselines"}
@@ -45,7 +45,7 @@ def load_preset(name_or_path: str) -> dict:
     try:
         preset = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"preset file {path} is not valid YAML ({e})", "fix the YAML syntax") from None
+        raise yaml_error(f"preset file {path}", e) from None
     validate_preset(preset, str(path))
     return preset
 
@@ -72,12 +72,16 @@ def validate_preset(preset, where: str = "preset") -> None:
             raise ConfigError(f"{where}: {section}.train must be a mapping of training options", "see quick.yaml")
         from ddlnl.train import TrainConfig
 
-        TrainConfig.from_dict(preset[section]["train"])  # unknown keys and out-of-range values fail here
+        try:
+            TrainConfig.from_dict(preset[section]["train"])  # unknown keys and out-of-range values fail here
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {section}.train: {e.problem}", e.fix) from None
         runs = preset[section].get("runs", 1)
         if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
             raise ConfigError(f"{where}: {section}.runs must be a positive integer, got {runs!r}", "set runs: 1 or more")
     if not isinstance(preset["model"], dict) or "name" not in preset["model"]:
         raise ConfigError(f"{where}: model must be a mapping with a 'name'", "e.g. model: {name: convnet, width: 128}")
+    _check_model(preset["model"], f"{where}: model")
     if not isinstance(preset["methods"], dict):
         raise ConfigError(f"{where}: methods must be a mapping of method name to options", "see quick.yaml")
     for name, opts in preset["methods"].items():

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from ddlnl.errors import ConfigError
+from ddlnl.errors import ConfigError, yaml_error
 
 TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid"}
 GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines"}
@@ -174,7 +174,7 @@ def load_study(path: str | Path) -> StudySpec:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"study file {path} is not valid YAML ({e})", "fix the YAML syntax") from None
+        raise yaml_error(f"study file {path}", e) from None
     return parse_study(raw, where=str(path), default_name=path.stem)
 
 

@@ -158,4 +158,5 @@ def torch_load_reason(exc: BaseException) -> str:
     keep = [s for s in lines if not s.startswith(skip)]
     text = (keep or lines or [type(exc).__name__])[0]
     text = text.split("WeightsUnpickler error:")[-1].strip()
+    text = text.split(". This is an internal miniz error")[0]  # torch's boilerplate after a zip error
     return text[:300]

@@ -57,8 +57,10 @@ def _check_type(what: str, value, default) -> None:
     else:
         return
     if not ok:
-        raise ConfigError(f"{what} must be {type(default).__name__} (like its default {default!r}), got {value!r}",
-                          f"set {what.rsplit(' ', 1)[-1]} to a {type(default).__name__}")
+        kind = next(k for t, k in ((bool, "true or false"), (int, "a whole number"), (float, "a number"), (str, "a string"))
+                    if isinstance(default, t))
+        raise ConfigError(f"{what} must be {kind} (like its default {default!r}), got {value!r}",
+                          f"set {what.rsplit(' ', 1)[-1]} to {kind}")
 
 
 class Registry:
