@@ -92,7 +92,7 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     garbage.mkdir()
     (garbage / "images_best.pt").write_bytes(b"PK\x03\x04 not really a zip")
     (garbage / "labels_best.pt").write_bytes(b"garbage")
-    c["corrupt .pt"] = (["evaluate", str(garbage), "--dataset", "cifar10", *R], ["images_best.pt", "not a readable torch file"])
+    c["corrupt .pt"] = (["evaluate", str(garbage), "--dataset", "cifar10", *R], ["images_best.pt", "corrupt, truncated or not a torch file"])
     folder = t / "imgs"
     write_image_folder(folder)
     (folder / "train" / "dog" / "a1.PNG").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

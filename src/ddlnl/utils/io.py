@@ -147,7 +147,7 @@ def load_weights_only(path: str | Path, *, safe_globals: list | None = None, fix
         raise DataError(f"{path}: refused to load ({torch_load_reason(exc)}); only plain tensors and arrays are read, "
                         "nothing that names other code", fix) from None
     except Exception as exc:  # noqa: BLE001 - zip, EOF, runtime, index errors of a truncated or foreign file
-        raise DataError(f"{path} is not a readable torch file, or is truncated ({type(exc).__name__}: {torch_load_reason(exc)})",
+        raise DataError(f"{path} is corrupt, truncated or not a torch file ({type(exc).__name__}: {torch_load_reason(exc)})",
                         fix) from None
 
 
