@@ -9,6 +9,7 @@ subprocess, so its peak RSS (ru_maxrss) is its own.
 
     .venv/bin/python benchmarks/bench_rcig.py                                 # IPC 1/10/50, w128 (slow on a CPU)
     .venv/bin/python benchmarks/bench_rcig.py --ipc 10 --width 16 --formulations jvp vjp --solvers cg adam
+    .venv/bin/python benchmarks/bench_rcig.py --hvp --ipc 1 10 --width 16     # one HVP: closed form vs forward-over-reverse
 """
 
 from __future__ import annotations
@@ -59,6 +60,41 @@ def worker(a) -> dict:
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "threads": a.threads}
 
 
+def hvp_table(a) -> None:
+    """ms per Hessian-vector product of the inner problem: RCIG's closed form (one J, one J^T) vs
+    forward-over-reverse AD of L_in (``jvp(grad(L_in))``), on the coreset (flips included)."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from ddlnl.distill import rcig_math as R
+    from ddlnl.models import create_model
+    from ddlnl.models.functional import flatten_params
+
+    print("| IPC | width | coreset rows | closed form, jvp (ms) | closed form, vjp (ms) | forward-over-reverse (ms) |")
+    print("|---|---|---|---|---|---|")
+    for ipc in a.ipc:
+        torch.manual_seed(0)
+        net = create_model("rcig_convnet", 10, width=a.width, softplus_temp=60.0).requires_grad_(False)
+        th, mask = flatten_params(net), R.tangent_mask(net)
+        n = 10 * ipc * (1 if a.no_flip else 2)
+        x, y = torch.randn(n, 3, 32, 32), torch.randn(n, 10)
+        delta, v = 1e-3 * torch.randn_like(th) * mask, torch.randn_like(th) * mask
+        row = []
+        for form in ("jvp", "vjp"):
+            prob = R.InnerProblem(R.Linearised(net, th, x, formulation=form, mask=mask), y, 5e-4 * 10 * ipc)
+            prob.hvp(v)
+            t0 = time.perf_counter()
+            for _ in range(a.repeats):
+                prob.hvp(v)
+            row.append(1000 * (time.perf_counter() - t0) / a.repeats)
+        R.hvp_forward_over_reverse(net, th, x, y, 5e-4 * 10 * ipc, delta, v, mask)
+        t0 = time.perf_counter()
+        for _ in range(a.repeats):
+            R.hvp_forward_over_reverse(net, th, x, y, 5e-4 * 10 * ipc, delta, v, mask)
+        row.append(1000 * (time.perf_counter() - t0) / a.repeats)
+        print(f"| {ipc} | {a.width} | {n} | {row[0]:.0f} | {row[1]:.0f} | {row[2]:.0f} |", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
@@ -72,6 +108,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--hvp", action="store_true", help="time one Hessian-vector product per formulation instead")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--formulation", default="jvp", help=argparse.SUPPRESS)
     p.add_argument("--solver", default="cg", help=argparse.SUPPRESS)
@@ -79,6 +116,9 @@ def main() -> int:
     if a.worker:
         a.ipc = a.ipc[0]
         print(json.dumps(worker(a)))
+        return 0
+    if a.hvp:
+        hvp_table(a)
         return 0
     print("| IPC | width | formulation | H^-1 solver | steps | real batch | flip | s / iter | peak RSS (GiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
