@@ -97,6 +97,10 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     write_image_folder(folder)
     (folder / "train" / "dog" / "a1.PNG").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     c["corrupt image"] = (["noise", "--dataset", f"folder:{folder}", "--noise", "pairflip", *R], ["cannot decode image", "a1.PNG"])
+    study_dir = t / "study_bad"
+    study_dir.mkdir()
+    (study_dir / "study.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 4)
+    c["corrupt study database"] = (["report", str(study_dir)], ["study database is damaged"])
     r, _ = _root(t, "trunc_n")
     p = r / "cifar10n" / "CIFAR-10_human.npz"
     p.write_bytes(p.read_bytes()[:100])
@@ -174,6 +178,15 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     c["preset empty"] = (["run", "--preset", _write(t / "empty.yaml", ""), *out, *R], ["must be a mapping"])
     c["study YAML syntax"] = (["study", bad, "--out", str(t / "st")], ["not valid YAML"])
     c["study unknown key"] = (["study", _write(t / "st1.yaml", "name: x\nfoo: 1\n"), "--out", str(t / "st")], ["unknown key(s) foo"])
+    grid = "grid: [{datasets: [cifar10], noise: [aggre], methods: [dm], ipc: [1], seeds: [0]}]\n"
+    c["study unknown method"] = (["study", _write(t / "st2.yaml", "name: x\npreset: smoke\n" + grid.replace("[dm]", "[magic]")),
+                                  "--out", str(t / "st")], ["cell cifar10-aggre", "'magic'"])
+    c["study unknown dataset"] = (["study", _write(t / "st3.yaml", "name: x\npreset: smoke\n" + grid.replace("[cifar10]", "[mnist]")),
+                                   "--out", str(t / "st")], ["unknown dataset 'mnist'"])
+    c["study bad override"] = (["study", _write(t / "st4.yaml", "name: x\npreset: smoke\noverrides: [evaluation.runs=0]\n" + grid),
+                                "--out", str(t / "st")], ["runs must be a positive integer"])
+    c["study wrong type"] = (["study", _write(t / "st5.yaml", "name: x\npreset: smoke\n" + grid.replace("ipc: [1]", "ipc: [one]")),
+                              "--out", str(t / "st")], ["ipc[0] must be an integer", "'one'"])
     c["override without ="] = (["run", "--set", "evaluation.runs", *smoke], ["has no '='"])
     return c
 

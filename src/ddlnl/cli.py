@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -256,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ddlnl {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
         print("  fix: check the paths, permissions and free disk/memory, then rerun (rerun with --debug for details)", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:  # a damaged study.sqlite (study, report)
+        if args.debug:
+            raise
+        print(f"ddlnl {args.command}: error: the study database is damaged or not a SQLite file ({e})", file=sys.stderr)
+        print("  fix: restore study.sqlite from a copy, or run the study into a new --out folder", file=sys.stderr)
         return 2
     except Exception as e:  # the last resort: one paragraph, no traceback unless --debug
         if args.debug:

@@ -37,6 +37,7 @@ def cmd_study(args) -> int:
     if args.max_workers is not None and args.max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {args.max_workers}", "pass --max-workers 1 or more")
     spec = load_study(args.study)
+    check_cells(spec.cells, where=str(args.study))
     if args.data_root:
         spec.cells = [c if c.data_root else dataclasses.replace(c, data_root=str(Path(args.data_root).resolve())) for c in spec.cells]
     if args.list:
@@ -48,6 +49,34 @@ def cmd_study(args) -> int:
         report = write_report(args.out)
         print(f"[study] report: {report['markdown']}")
     return 0 if summary["failed"] == 0 else 1
+
+
+def check_cells(cells, where: str = "study") -> None:
+    """Refuse a study whose cells name an unknown dataset, method or baseline, or whose preset and
+    overrides do not validate, before any cell runs (and before any SLURM job is submitted)."""
+    from ddlnl.baselines import parse_baselines
+    from ddlnl.data.imagefolder import PREFIX as FOLDER_PREFIX
+    from ddlnl.data.registry import list_datasets
+    from ddlnl.distill import create_distiller
+    from ddlnl.errors import ConfigError
+    from ddlnl.presets import apply_overrides, load_preset, method_options
+
+    checked: set = set()
+    for c in cells:
+        if c.dataset not in list_datasets() and not (c.dataset.startswith(FOLDER_PREFIX) and len(c.dataset) > len(FOLDER_PREFIX)):
+            raise ConfigError(f"{where}: cell {c.id}: unknown dataset {c.dataset!r}",
+                              f"use one of: {', '.join(list_datasets())}, or folder:<path>")
+        if c.baselines:
+            parse_baselines(list(c.baselines))
+        key = (c.preset, tuple(c.overrides), c.method)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            preset, _ = apply_overrides(load_preset(c.preset), list(c.overrides))
+            create_distiller(c.method, **method_options(preset, c.method))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: cell {c.id}: {e.problem}", e.fix) from None
 
 
 def _list_cells(spec, out: Path) -> int:
