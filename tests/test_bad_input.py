@@ -73,6 +73,8 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     p = r / "cifar10" / "train_part0.npz"
     p.write_bytes(p.read_bytes()[:300])
     c["truncated npz"] = (["noise", "--data-root", str(r)], ["train_part0.npz", "corrupt"])
+    c["data check finds a corrupt file"] = (["data", "check", "cifar10", "--data-root", str(r)],
+                                            ["1 of 1 checked item(s) failed: cifar10", "train_part0.npz"])
     r, _ = _root(t, "flip_npz")
     p = r / "cifar10" / "test.npz"
     raw = bytearray(p.read_bytes())

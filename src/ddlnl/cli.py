@@ -13,7 +13,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from ddlnl.errors import ConfigError, DdlnlError
+from ddlnl.errors import ConfigError, DataError, DdlnlError
 from ddlnl.study_cli import COMMANDS as STUDY_COMMANDS
 from ddlnl.study_cli import add_parsers as add_study_parsers
 
@@ -208,8 +208,12 @@ def cmd_data(args) -> int:
     else:
         print(f"data root: {root}")
         print(format_table(rows))
-    if args.action == "check" and any(not r.get("ok", True) for r in rows):
-        return 1
+    bad = [r for r in rows if not r.get("ok", True)] if args.action == "check" else []
+    if bad:  # the table says what is wrong with each; this paragraph says what to do (exit 2, as for any bad input)
+        first = "; ".join(map(str, bad[0].get("problems") or ["see the table"]))[:300]
+        raise DataError(f"{len(bad)} of {len(rows)} checked item(s) failed: {', '.join(r['name'] for r in bad)} "
+                        f"({bad[0]['name']}: {first})",
+                        "re-obtain the named files (see the problems column), or check the others with `ddlnl data check NAME`")
     return 0
 
 
