@@ -209,3 +209,17 @@ def test_saved_noise_is_verified_and_damage_is_rebuilt(tmp_path, capsys):
     (tmp_path / "noise.json").write_text("{not json")
     assert load_saved_noise(tmp_path, spec, clean) is None
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_damaged_tiny_imagenet_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
+    from ddlnl.data.tiny import load_tiny_imagenet
+    from tests.data.fixtures import write_tiny
+
+    fx = write_tiny(tmp_path)
+    first = load_tiny_imagenet(tmp_path)
+    cache = fx.base / "ddlnl_cache_train.npz"
+    assert cache.is_file() and (fx.base / "ddlnl_cache_train.npz.lock").is_file()
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated (newer than wnids.txt, so not just stale)
+    again = load_tiny_imagenet(tmp_path)
+    assert "ddlnl_cache_train.npz is damaged" in capsys.readouterr().err
+    assert np.array_equal(first.train.images, again.train.images) and np.array_equal(first.train.labels, again.train.labels)

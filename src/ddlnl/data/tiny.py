@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +170,34 @@ def _load_split(base: Path, split: str, wnids: list[str]) -> tuple[np.ndarray, n
     hit = _read_cache(cache, wnids, len(files))
     if hit is not None and np.array_equal(hit[1], labels):
         return hit
-    images = _decode_all(files)
-    _write_cache(cache, images, labels, wnids)
+    with _cache_lock(cache):  # two processes decoding at once: the second waits and reads the first's cache
+        hit = _read_cache(cache, wnids, len(files))
+        if hit is not None and np.array_equal(hit[1], labels):
+            return hit
+        if cache.is_file() and cache.stat().st_mtime > (base / "wnids.txt").stat().st_mtime:
+            import sys
+
+            print(f"[ddlnl] warning: {cache} is damaged or stale; decoding the JPEGs again", file=sys.stderr)
+        images = _decode_all(files)
+        _write_cache(cache, images, labels, wnids)
     return images, labels
+
+
+@contextmanager
+def _cache_lock(cache: Path):
+    """An exclusive lock on ``<cache>.lock``, or none where the data folder is read-only."""
+    from ddlnl.utils.io import file_lock
+
+    try:
+        lock = file_lock(cache.with_name(cache.name + ".lock"))
+        lock.__enter__()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def load_tiny_imagenet(root: str | Path) -> DatasetSplits:
