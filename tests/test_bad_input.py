@@ -90,6 +90,12 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     trunc = t / "trunc.safetensors"
     trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     c["truncated safetensors"] = (["evaluate", str(trunc)], ["not a readable safetensors file"])
+    from safetensors.torch import save_file
+
+    header = {"format": "ddlnl.synthetic_set", "preprocess": {"kind": "zca"}, "meta": {"dataset": "cifar10"}}
+    save_file({"images": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(2, dtype=torch.long)}, str(t / "nozca.safetensors"),
+              metadata={"ddlnl": json.dumps(header)})
+    c["set without its ZCA state"] = (["evaluate", str(t / "nozca.safetensors"), *R], ["preprocessing state is incomplete"])
     garbage = t / "garbage"
     garbage.mkdir()
     (garbage / "images_best.pt").write_bytes(b"PK\x03\x04 not really a zip")

@@ -96,8 +96,16 @@ def _load_safetensors(path: Path) -> SyntheticSet:
             raise DataError(f"{path} has no '{key}' tensor", "the file is damaged; re-create it")
     images, labels = tensors["images"], tensors["labels"]
     _check_shapes(path, images, labels)
-    lr = float(tensors["lr"].reshape(-1)[0]) if "lr" in tensors else None
-    return SyntheticSet(images.float(), labels, Preprocessor.from_state(header.get("preprocess", {}), tensors), lr, header.get("meta", {}))
+    lr = float(tensors["lr"].reshape(-1)[0]) if "lr" in tensors and tensors["lr"].numel() else None
+    meta, pre_meta = header.get("meta", {}), header.get("preprocess", {})
+    if not isinstance(meta, dict) or not isinstance(pre_meta, dict):
+        raise DataError(f"{path}: the ddlnl header's 'meta' and 'preprocess' must be mappings", "the file is damaged; re-create it")
+    try:
+        pre = Preprocessor.from_state(pre_meta, tensors)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:  # e.g. a ZCA set without its matrix
+        raise DataError(f"{path}: its preprocessing state is incomplete or damaged ({type(e).__name__}: {e})",
+                        "the file is damaged; re-create it with `ddlnl distill` or `ddlnl run`") from None
+    return SyntheticSet(images.float(), labels, pre, lr, meta)
 
 
 def _check_shapes(path, images: torch.Tensor, labels: torch.Tensor) -> None:

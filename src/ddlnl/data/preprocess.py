@@ -102,4 +102,12 @@ class Preprocessor:
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> "Preprocessor":
         p = cls(meta.get("kind", "none"), zca_eps=meta.get("zca_eps", 0.1))
         p.tensors = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocess.")}
+        need = {"none": (), "normalize": ("mean", "std"), "zca": ("mean", "transform")}[p.kind]
+        missing = [k for k in need if k not in p.tensors]
+        if missing:
+            raise ValueError(f"{p.kind} preprocessing without its {', '.join('preprocess.' + k for k in missing)} tensor(s)")
+        if p.kind == "zca":
+            d = p.tensors["mean"].numel()
+            if p.tensors["transform"].shape != (d, d):
+                raise ValueError(f"ZCA transform of shape {tuple(p.tensors['transform'].shape)} for {d} pixel values")
         return p
