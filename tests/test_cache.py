@@ -139,7 +139,8 @@ WORKER = textwrap.dedent("""
     logs = []
     trajs = load_or_train_experts(toy_context(cache, logs), ExpertConfig(**CFG))
     line = [m for m in logs if "expert cache" in m][-1]
-    print(json.dumps({"line": line, "sums": [float(t.double().sum()) for t in trajs]}))
+    waited = any("being trained by another run" in m for m in logs)
+    print(json.dumps({"line": line, "sums": [float(t.double().sum()) for t in trajs], "waited": waited}))
 """)
 
 
@@ -149,8 +150,14 @@ def test_two_processes_share_one_expert_cache(tmp_path):
     cache.mkdir()
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(cache), str(i), root], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    folder = expert_folder(toy_context(cache), ExpertConfig(**CFG))
+    with file_lock(folder / "expert_0.safetensors.lock"):  # as if a third run were training expert 0
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(cache), str(i), root], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+        deadline = time.time() + 120
+        while len(list(cache.glob("ready_*"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)  # both are now blocked on expert 0's lock
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -158,7 +165,7 @@ def test_two_processes_share_one_expert_cache(tmp_path):
     trained = [int(r["line"].split(" trained")[0].rsplit(", ", 1)[-1]) for r in results]
     assert sum(trained) == CFG["num_experts"], results  # nothing trained twice
     assert results[0]["sums"] == results[1]["sums"]
-    folder = expert_folder(toy_context(cache), ExpertConfig(**CFG))
+    assert all(r["waited"] for r in results)  # each said it was waiting for another run
     for k in range(CFG["num_experts"]):
         assert verify_sidecar(folder / f"expert_{k}.safetensors") is None
 
@@ -169,17 +176,21 @@ def test_file_lock_serialises_processes(tmp_path):
         import sys, time
         sys.path.insert(0, sys.argv[3])
         from ddlnl.utils.io import file_lock
-        with file_lock(sys.argv[1]):
+        def note(s):
             with open(sys.argv[2], "a") as f:
-                f.write("in\\n"); f.flush(); time.sleep(0.3); f.write("out\\n")
+                f.write(s + "\\n")
+        with file_lock(sys.argv[1], on_wait=lambda: note("wait")):
+            note("in"); time.sleep(0.3); note("out")
     """)
     root = str(Path(__file__).resolve().parents[1])
-    with file_lock(lock):  # hold it while both start: they must wait for it and then for each other
+    with file_lock(lock):  # hold it until both are waiting for it
         procs = [subprocess.Popen([sys.executable, "-c", code, str(lock), str(log), root]) for _ in range(2)]
-        time.sleep(0.5)
-        assert not log.exists()
+        deadline = time.time() + 60
+        while (not log.exists() or log.read_text().split().count("wait") < 2) and time.time() < deadline:
+            time.sleep(0.05)
+        assert log.read_text().split() == ["wait", "wait"]
     assert all(p.wait(timeout=60) == 0 for p in procs)
-    assert log.read_text().split() == ["in", "out", "in", "out"]
+    assert log.read_text().split() == ["wait", "wait", "in", "out", "in", "out"]
 
 
 # ---------------------------------------------------------------------------- noise realisation

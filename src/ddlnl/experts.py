@@ -274,7 +274,9 @@ def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
         path = expert_file(folder, k)
         traj = load_cached_expert(path, cfg.epochs, log=ctx.log)  # fast path: no lock for an intact entry
         if traj is None:
-            with file_lock(path.with_name(path.name + ".lock")):
+            lock = path.with_name(path.name + ".lock")
+            with file_lock(lock, on_wait=lambda k=k, lock=lock: ctx.log(
+                    f"[ddlnl] expert {k + 1}/{cfg.num_experts} is being trained by another run; waiting for it ({lock})")):
                 traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log)  # written meanwhile?
                 if traj is None:
                     t0 = time.perf_counter()

@@ -54,13 +54,13 @@ def _json_default(obj):
 
 
 @contextmanager
-def file_lock(path: str | Path, *, shared: bool = False):
+def file_lock(path: str | Path, *, shared: bool = False, on_wait=None):
     """Hold an advisory lock on ``path`` (a ``.lock`` file beside what it guards) for the block.
 
     ``fcntl.flock`` on a file that is never deleted: concurrent processes on one machine (and
     on NFS v4 / Lustre clients that honour flock) take turns; the lock is released when the
     block ends or the process dies. Blocks until the lock is free. A no-op where fcntl is
-    unavailable (Windows).
+    unavailable (Windows). ``on_wait()`` is called once if the lock is busy, before waiting.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,14 @@ def file_lock(path: str | Path, *, shared: bool = False):
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), mode)
         try:
             yield
         finally:
