@@ -167,3 +167,14 @@ def test_kill_9_during_distill_then_rerun_gives_the_uninterrupted_result(tmp_pat
     whole, cut = SyntheticSet.load(whole_path), SyntheticSet.load(cut_path)
     assert torch.equal(whole.images, cut.images)
     assert not ckpt.exists()  # removed once the set is written
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    from ddlnl.errors import ConfigError
+    from ddlnl.run import RunConfig, run_experiment
+    from ddlnl.utils.io import file_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with file_lock(out / ".run.lock"), pytest.raises(ConfigError, match="another ddlnl run is using the run folder"):
+        run_experiment(RunConfig(preset="smoke", out=str(out), data_root=str(tmp_path / "nodata")), log=lambda m: None)

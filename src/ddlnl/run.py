@@ -28,7 +28,7 @@ from ddlnl.experiment import PreparedData, check_ipc, prepare_data, save_noise
 from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options, model_spec
 from ddlnl.synset import SyntheticSet
 from ddlnl.train import TrainConfig
-from ddlnl.utils.io import write_json
+from ddlnl.utils.io import file_lock, write_json
 from ddlnl.utils.runtime import machine, resolve_device, seed_everything, versions
 
 
@@ -140,7 +140,22 @@ def _baseline_plan(names: list[str], preset: dict) -> list:
 
 
 def run_experiment(cfg: RunConfig, log=print) -> dict:
-    """Run one experiment and return the result dictionary (also written to ``out/result.json``)."""
+    """Run one experiment and return the result dictionary (also written to ``out/result.json``).
+
+    One run at a time per run folder: a second run on the same folder is refused (its stages
+    would be computed twice), whereas a rerun after the first ends resumes from its stages."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def busy():
+        raise ConfigError(f"another ddlnl run is using the run folder {out}",
+                          "wait for it to finish (a rerun then resumes from its stages), or pass a different --out")
+
+    with file_lock(out / ".run.lock", on_wait=busy):
+        return _run_experiment(cfg, log)
+
+
+def _run_experiment(cfg: RunConfig, log) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     preset, applied = apply_overrides(load_preset(cfg.preset), cfg.overrides)
