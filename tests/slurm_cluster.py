@@ -99,6 +99,9 @@ class SlurmCluster:
             raise SlurmUnavailable(f"{what} failed to start (status {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
 
     def stop(self) -> None:
+        if self.procs:  # cancel what is still queued or running while the controller can hear it
+            subprocess.run(["scancel", "--full", "--quiet", "--user", str(os.getuid())], capture_output=True, env=self.env(),
+                           timeout=30, check=False)
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -114,6 +117,25 @@ class SlurmCluster:
                 os.kill(int(pid_file.read_text().strip()), 15)  # the munged this cluster started, by its pid
             except (OSError, ValueError):
                 pass
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Job steps outlive slurmd (slurmstepd re-parents to init): SIGKILL every process that
+        belongs to this cluster — its cwd is in the cluster folder or its SLURM_CONF is ours."""
+        folder, mine = str(self.folder.resolve()), f"SLURM_CONF={self.conf}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(proc / "cwd")
+                ours = cwd.startswith(folder) or mine in (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if ours:
+                try:
+                    os.kill(int(proc.name), 9)
+                except OSError:
+                    pass
 
     def env(self) -> dict:
         return dict(os.environ, SLURM_CONF=str(self.conf))
