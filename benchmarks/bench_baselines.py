@@ -64,7 +64,7 @@ def per_epoch_trainer(data, preset, loss: str) -> float:
     stamps = []
     t0 = time.perf_counter()
     train_network(net, data.x_train, data.y_train_noisy, cfg, generator=torch.Generator().manual_seed(0),
-                  epoch_callback=lambda e, _: stamps.append(time.perf_counter()))
+                  epoch_callback=lambda e, _net, _state: stamps.append(time.perf_counter()))
     return stamps[1] - stamps[0] if len(stamps) > 1 else stamps[0] - t0
 
 

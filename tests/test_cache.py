@@ -234,3 +234,40 @@ def test_damaged_tiny_imagenet_cache_is_rebuilt_with_a_warning(tmp_path, capsys)
     again = load_tiny_imagenet(tmp_path)
     assert "ddlnl_cache_train.npz is damaged" in capsys.readouterr().err
     assert np.array_equal(first.train.images, again.train.images) and np.array_equal(first.train.labels, again.train.labels)
+
+
+@pytest.mark.parametrize("gsam", [False, True])
+def test_expert_killed_mid_training_resumes_to_the_same_trajectory(tmp_path, gsam):
+    """A partial expert (saved every epoch here) continues where it stopped and ends equal to an uninterrupted one."""
+    from ddlnl.experts import train_expert
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(8)
+    images = torch.randn(24, 3, 8, 8, generator=g)
+    cfg = ExpertConfig(num_experts=1, epochs=4, batch_size=8, gsam=gsam)
+    whole = train_expert(images, labels, MODEL, 3, cfg, seed=5)
+    partial = tmp_path / "expert_0.safetensors.partial.pt"
+
+    class Killed(Exception):
+        pass
+
+    seen = []
+    real_save = torch.save
+
+    def save_then_die(obj, f, *a, **k):
+        if obj["epoch"] == 2:
+            raise Killed  # dies during epoch 3 of 4, after the checkpoint of epoch 2 was written
+        real_save(obj, f, *a, **k)
+        seen.append(obj["epoch"])
+
+    torch.save = save_then_die
+    try:
+        with pytest.raises(Killed):
+            train_expert(images, labels, MODEL, 3, cfg, seed=5, partial=partial, partial_every_s=0.0)
+    finally:
+        torch.save = real_save
+    assert partial.exists() and seen == [0, 1]
+    logs = []
+    resumed = train_expert(images, labels, MODEL, 3, cfg, seed=5, partial=partial, partial_every_s=1e9, log=logs.append)
+    assert any("after epoch 2/4" in m for m in logs)
+    assert torch.equal(resumed, whole)

@@ -34,7 +34,7 @@ from ddlnl.data.noise import labels_digest
 from ddlnl.errors import ConfigError, DataError
 from ddlnl.evaluate import build_model
 from ddlnl.models.functional import flatten_params
-from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, train_network
+from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, restore_training_state, train_network, training_state
 from ddlnl.utils.io import atomic_path, write_json
 from ddlnl.utils.runtime import generator as make_generator
 
@@ -158,14 +158,15 @@ def gsam_step(net, params: list[torch.Tensor], loss_fn, opt: torch.optim.Optimiz
     return loss.detach()
 
 
-def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callback) -> None:
+def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callback, resume: dict | None = None) -> None:
     """The trainer's epoch loop with :func:`gsam_step` as the update (same batches, DSA, lr, loss)."""
     tc = cfg.train_config()
     params = [p for p in net.parameters()]
     opt = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    first = restore_training_state(resume, net, opt, generator)
     n = images.shape[0]
     net.train()
-    for epoch in range(tc.epochs):
+    for epoch in range(first, tc.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(tc, epoch)
         order = torch.randperm(n, generator=generator)
@@ -173,33 +174,59 @@ def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callbac
             idx = order[i : i + tc.batch_size]
             x = augment_batch(images[idx], tc, generator)
             y = labels[idx]
-            loss = gsam_step(net, params, lambda: label_loss(net(x), y), opt, cfg.rho, cfg.alpha)
+            loss = gsam_step(net, params, lambda x=x, y=y: label_loss(net(x), y), opt, cfg.rho, cfg.alpha)
             if not math.isfinite(float(loss)):
                 raise FloatingPointError(f"expert loss became {float(loss)} at epoch {epoch}")
-        epoch_callback(epoch, net)
+        epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator))
 
 
 # --------------------------------------------------------------------------- training and cache
 
 
 def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
-                 seed: int, device="cpu", progress: bool = False) -> torch.Tensor:
-    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e."""
+                 seed: int, device="cpu", progress: bool = False, partial: Path | None = None,
+                 partial_every_s: float = 60.0, log=print) -> torch.Tensor:
+    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e.
+
+    With ``partial``, the expert's progress (the trajectory so far and the training state) is
+    saved there atomically at most every ``partial_every_s`` seconds, and a later call with the
+    same file continues from it — exactly, on CPU — instead of starting over.
+    """
     torch.manual_seed(seed)
     net = build_model(model, num_classes, images.shape[-1]).to(device)
     snaps = [flatten_params(net).detach().clone().cpu()]
+    g = make_generator(seed)
+    resume = _load_partial(partial, log)
+    if resume is not None:
+        snaps = list(resume.pop("trajectory"))
+        log(f"[ddlnl] resuming expert training from {partial} after epoch {resume['epoch'] + 1}/{cfg.epochs}")
+    last_save = [time.monotonic()]
 
-    def snapshot(epoch, net_):
+    def snapshot(epoch, net_, state):
         # flatten_params concatenates (a new tensor); clone anyway: on CPU .cpu() shares storage.
         snaps.append(flatten_params(net_).detach().clone().cpu())
+        if partial is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_save[0] >= partial_every_s:
+            with atomic_path(partial) as tmp:
+                torch.save(state() | {"trajectory": torch.stack(snaps)}, tmp)
+            last_save[0] = time.monotonic()
 
-    g = make_generator(seed)
     if cfg.gsam:
-        _train_gsam(net, images.to(device), labels.to(device), cfg, g, snapshot)
+        _train_gsam(net, images.to(device), labels.to(device), cfg, g, snapshot, resume=resume)
     else:
         train_network(net, images, labels, cfg.train_config(), generator=g, progress=progress, desc=f"expert seed {seed}",
-                      epoch_callback=snapshot)
+                      epoch_callback=snapshot, resume=resume)
     return torch.stack(snaps).float()
+
+
+def _load_partial(path: Path | None, log) -> dict | None:
+    """A partly trained expert saved by :func:`train_expert`, or None (missing or unreadable: start over)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged partial file only costs the epochs it held
+        log(f"[ddlnl] warning: ignoring damaged partial expert {path} ({type(e).__name__}); training it from the start")
+        return None
 
 
 def expert_file(folder: Path, k: int) -> Path:
@@ -280,9 +307,12 @@ def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
                 traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log)  # written meanwhile?
                 if traj is None:
                     t0 = time.perf_counter()
+                    partial = path.with_name(path.name + ".partial.pt")
                     traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
-                                        device=ctx.device, progress=ctx.progress)
+                                        device=ctx.device, progress=ctx.progress, partial=partial,
+                                        partial_every_s=getattr(ctx, "checkpoint_every_s", 300.0), log=ctx.log)
                     save_expert(path, traj)
+                    partial.unlink(missing_ok=True)
                     if k == 0 or not (folder / "key.json").exists():
                         write_json(folder / "key.json", key)
                     trained += 1

@@ -226,12 +226,15 @@ def train_network(
     progress: bool = False,
     desc: str = "train",
     epoch_callback=None,
+    resume: dict | None = None,
 ) -> TrainStats:
     """Train ``net`` in place on preprocessed ``images`` (N, 3, H, W) with SGD.
 
     ``labels`` are int64 class indices or float (N, C) soft-label logits. Batches are drawn
     from a fresh permutation each epoch; the last partial batch is kept. ``epoch_callback``
-    (if given) is called as ``epoch_callback(epoch, net)`` after every epoch.
+    (if given) is called as ``epoch_callback(epoch, net, state)`` after every epoch, where
+    ``state()`` returns what :func:`training_state` needs to resume; pass that dict back as
+    ``resume`` to continue after its epoch exactly as if never interrupted.
     """
     from tqdm.auto import tqdm
 
@@ -242,12 +245,13 @@ def train_network(
     device = next(net.parameters()).device
     images, labels = images.to(device), labels.to(device)
     opt = make_optimizer(net.parameters(), cfg)
+    first = restore_training_state(resume, net, opt, generator)
     n = images.shape[0]
     forward = torch.compile(net) if cfg.compile else net
     stats = TrainStats()
     start = time.perf_counter()
     net.train()
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(first, cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch)
@@ -269,6 +273,27 @@ def train_network(
             raise FloatingPointError(f"training loss became {stats.epoch_losses[-1]} at epoch {epoch}")
         bar.set_postfix(loss=f"{stats.epoch_losses[-1]:.3f}")
         if epoch_callback is not None:
-            epoch_callback(epoch, net)
+            epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator))
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def training_state(epoch: int, net: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator | None) -> dict:
+    """What resuming after ``epoch`` needs: weights, optimiser state, the batch/augmentation generator
+    and the global torch RNG (tensors and containers only, so it loads with ``weights_only=True``)."""
+    return {"epoch": epoch, "net": {k: v.detach().clone() for k, v in net.state_dict().items()},
+            "opt": opt.state_dict(), "generator": None if generator is None else generator.get_state(),
+            "torch_rng": torch.get_rng_state()}
+
+
+def restore_training_state(state: dict | None, net: nn.Module, opt: torch.optim.Optimizer,
+                           generator: torch.Generator | None) -> int:
+    """Load a :func:`training_state` dict into the training objects; returns the first epoch still to run."""
+    if not state:
+        return 0
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]) + 1
