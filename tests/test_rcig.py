@@ -7,7 +7,8 @@ import torch
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.distill import rcig_math as R
-from ddlnl.distill.rcig import RCIG, centred_one_hot, common_protocol_labels
+from ddlnl.decode import training_labels
+from ddlnl.distill.rcig import RCIG, centred_one_hot
 from ddlnl.errors import ConfigError
 from ddlnl.models import create_model
 from ddlnl.models.functional import flatten_params
@@ -192,7 +193,9 @@ def test_smoke_distillation_lowers_the_outer_loss_and_describes_its_labels():
     assert s.meta["decode"] == {"kind": "flip_copies"} and s.meta["rcig"]["pool_resets"] >= 1
     images, _labels = s.training_data()
     assert images.shape[0] == 12 and torch.equal(images[6:], s.images.flip(-1))
-    assert torch.allclose(common_protocol_labels(s.labels, s.meta), s.labels * s.meta["label_temperature"])
+    assert torch.allclose(training_labels(s.labels, s.meta), s.labels * s.meta["label_temperature"])
+    assert torch.equal(training_labels(s.labels, s.meta, loss="mse"), s.labels)
+    assert torch.allclose(s.training_data()[1][: s.labels.shape[0]], s.labels * s.meta["label_temperature"])
     assert ctx.timings["distill"] > 0 and ctx.images_processed > 0
 
 

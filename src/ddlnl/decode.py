@@ -32,6 +32,20 @@ def decode_multiformation(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(torch.cat(cells), size=(h, w), mode="bilinear", align_corners=False)
 
 
+def training_labels(labels: torch.Tensor, meta: dict, loss: str = "ce") -> torch.Tensor:
+    """Float labels as the given loss reads them.
+
+    DATM's soft labels are logits already. RCIG's are regression targets
+    (``meta["label_semantics"] == "regression_targets"``): MSE (its own recipe) trains on them
+    as they are, and cross-entropy on ``targets x meta["label_temperature"]`` (e^tau), the scale
+    at which RCIG's outer loss turns them into class logits — softmax of the raw targets would
+    be nearly uniform.
+    """
+    if labels.is_floating_point() and meta.get("label_semantics") == "regression_targets" and loss != "mse":
+        return labels * float(meta.get("label_temperature", 1.0))
+    return labels
+
+
 def decode_set(images: torch.Tensor, labels: torch.Tensor, decode: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) to train on, given a set's ``meta["decode"]`` (None: the stored set itself)."""
     if not decode:

@@ -55,7 +55,7 @@ def evaluate_file(args) -> dict:
     test = splits.test
     if preset["data"].get("test_size"):
         test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), args.seed))
-    images, train_labels = synset.training_data(labels)
+    images, train_labels = synset.training_data(labels, loss=preset["evaluation"]["train"].get("loss", "ce"))
     seed_everything(args.seed)
     ev = preset["evaluation"]
     lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}

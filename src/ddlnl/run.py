@@ -83,7 +83,7 @@ def eval_synset(synset: SyntheticSet, data: PreparedData, preset: dict, device, 
     the set's labels (hard-label control)."""
     ev = preset["evaluation"]
     lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
-    images, labels = synset.training_data(labels)
+    images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))
     return evaluate_set(
         images,
         labels,

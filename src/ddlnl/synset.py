@@ -35,12 +35,14 @@ class SyntheticSet:
     def label_kind(self) -> str:
         return "hard" if self.labels.dtype == torch.long else "soft"
 
-    def training_data(self, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (images, labels) a network trains on: the stored set decoded per ``meta["decode"]``
-        (multi-formation, flip copies; :mod:`ddlnl.decode`). ``labels`` replace the set's own."""
-        from ddlnl.decode import decode_set
+    def training_data(self, labels: torch.Tensor | None = None, loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+        """The (images, labels) a network trains on with ``loss``: the stored set decoded per
+        ``meta["decode"]`` (multi-formation, flip copies) and float labels read per
+        ``meta["label_semantics"]`` (:mod:`ddlnl.decode`). ``labels`` replace the set's own."""
+        from ddlnl.decode import decode_set, training_labels
 
-        return decode_set(self.images, self.labels if labels is None else labels, self.meta.get("decode"))
+        labels = training_labels(self.labels if labels is None else labels, self.meta, loss)
+        return decode_set(self.images, labels, self.meta.get("decode"))
 
     def hard_labels(self) -> torch.Tensor:
         """Class indices: the labels themselves, or the argmax of soft labels (the hard-label control)."""

@@ -152,6 +152,11 @@ class DistillLoop:
                 "a rerun with the same settings resumes from the saved state")
         return False
 
+    def refresh(self) -> None:
+        """Take the current state as the last good one (after set-up done outside the loop, such as
+        RCIG's learning-rate tuning, so a rollback keeps it)."""
+        self._good = self._snapshot(self._good["iteration"])
+
     # -- checkpoints ------------------------------------------------------------------------
     def _snapshot(self, iteration: int) -> dict:
         return {"iteration": iteration, "state": {k: _get(v) for k, v in self.state.items()},

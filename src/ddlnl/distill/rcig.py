@@ -53,14 +53,6 @@ def centred_one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels, num_classes).float() - 1.0 / num_classes
 
 
-def common_protocol_labels(labels: torch.Tensor, meta: dict) -> torch.Tensor:
-    """Soft-label logits for the common protocol's soft cross-entropy: the regression targets
-    times the learned temperature e^tau (the scale at which RCIG's own outer loss reads them)."""
-    if meta.get("label_semantics") == "regression_targets":
-        return labels * float(meta.get("label_temperature", 1.0))
-    return labels
-
-
 @register_distiller
 class RCIG(Distiller):
     name = "rcig"
@@ -272,7 +264,7 @@ class RCIG(Distiller):
             xt, yt = real_batch()
             inner_lr, hvp_lr, rep = self.tune(ctx, net, pool_base[0], x_syn, y_syn, log_temp, xt, yt, lam)
             scalars.update(inner_lr=inner_lr, hvp_lr=hvp_lr, tune_seconds=time.perf_counter() - t0, **rep)
-            loop._good = loop._snapshot(loop.start)  # the tuned lrs are part of the starting state
+            loop.refresh()  # the tuned lrs are part of the starting state
         from tqdm.auto import tqdm
 
         iter_times = []
