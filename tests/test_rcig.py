@@ -8,7 +8,8 @@ from ddlnl.data.preprocess import Preprocessor
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.distill import rcig_math as R
 from ddlnl.decode import training_labels
-from ddlnl.distill.rcig import RCIG, centred_one_hot
+from ddlnl.distill.rcig import RCIG
+from ddlnl.train import centred_one_hot
 from ddlnl.errors import ConfigError
 from ddlnl.models import create_model
 from ddlnl.models.functional import flatten_params

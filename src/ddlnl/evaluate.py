@@ -88,6 +88,23 @@ def evaluate_set(
                          num_classes=num_classes, train=train, model=model)
 
 
+def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                           runs: int, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                           desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None) -> EvalResult:
+    """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
+    (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
+    (cross-architecture control) and the set's labels (hard-label control)."""
+    from ddlnl.presets import model_spec
+
+    ev = preset["evaluation"]
+    lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
+    images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))
+    return evaluate_set(images, labels, test_images=test_images, test_labels=test_labels, num_classes=num_classes,
+                        model=model or model_spec(ev.get("model")) or preset["model"],
+                        train=TrainConfig.from_dict(ev["train"], **lr_override), runs=runs, seed=seed, device=device,
+                        progress=progress, desc=desc)
+
+
 def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
                   num_classes: int, train: TrainConfig, model: dict) -> EvalResult:
     """The protocol's loop: ``train_one(r, seed*1000 + r) -> (net, images_processed)`` per run, each net tested."""

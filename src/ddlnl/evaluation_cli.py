@@ -9,11 +9,10 @@ import torch
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.errors import ConfigError, DataError
-from ddlnl.evaluate import evaluate_set
+from ddlnl.evaluate import evaluate_synthetic_set
 from ddlnl.experiment import stratified_subsample
-from ddlnl.presets import apply_overrides, evaluation_for, load_preset, model_spec
+from ddlnl.presets import apply_overrides, evaluation_for, load_preset
 from ddlnl.synset import SyntheticSet
-from ddlnl.train import TrainConfig
 from ddlnl.utils.runtime import resolve_device, seed_everything
 
 
@@ -55,15 +54,12 @@ def evaluate_file(args) -> dict:
     test = splits.test
     if preset["data"].get("test_size"):
         test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), args.seed))
-    images, train_labels = synset.training_data(labels, loss=preset["evaluation"]["train"].get("loss", "ce"))
     seed_everything(args.seed)
-    ev = preset["evaluation"]
-    lr = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
-    result = evaluate_set(
-        images, train_labels,
+    result = evaluate_synthetic_set(
+        synset, preset, labels=labels,
         test_images=pre.apply_uint8(test.images), test_labels=torch.tensor(test.labels, dtype=torch.long),
-        num_classes=num_classes, model=model_spec(ev.get("model")) or preset["model"], train=TrainConfig.from_dict(ev["train"], **lr),
-        runs=runs, seed=args.seed, device=resolve_device(args.device), progress=not args.no_progress, desc="evaluate",
+        num_classes=num_classes, runs=runs, seed=args.seed, device=resolve_device(args.device),
+        progress=not args.no_progress, desc="evaluate",
     )
     return result.to_dict() | {"set": str(Path(args.set)), "preset": preset["name"], "dataset": dataset,
                                "label_kind": "hard" if args.hard_labels else synset.label_kind, "protocol": protocol}

@@ -23,11 +23,10 @@ from ddlnl.baselines import BaselineContext, BaselineUnavailable, create_baselin
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import EvalResult, evaluate_set
+from ddlnl.evaluate import EvalResult, evaluate_synthetic_set
 from ddlnl.experiment import PreparedData, check_ipc, prepare_data, save_noise
-from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options, model_spec
+from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options
 from ddlnl.synset import SyntheticSet
-from ddlnl.train import TrainConfig
 from ddlnl.utils.io import file_lock, write_json
 from ddlnl.utils.runtime import machine, resolve_device, seed_everything, versions
 
@@ -81,23 +80,9 @@ def eval_synset(synset: SyntheticSet, data: PreparedData, preset: dict, device, 
 
     ``model`` replaces the evaluation network (cross-architecture control); ``labels`` replace
     the set's labels (hard-label control)."""
-    ev = preset["evaluation"]
-    lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
-    images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))
-    return evaluate_set(
-        images,
-        labels,
-        test_images=data.x_test,
-        test_labels=data.y_test,
-        num_classes=data.num_classes,
-        model=model or model_spec(ev.get("model")) or preset["model"],
-        train=TrainConfig.from_dict(ev["train"], **lr_override),
-        runs=ev.get("runs", 1),
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=desc,
-    )
+    return evaluate_synthetic_set(synset, preset, test_images=data.x_test, test_labels=data.y_test,
+                                  num_classes=data.num_classes, runs=preset["evaluation"].get("runs", 1), seed=seed,
+                                  device=device, progress=progress, desc=desc, model=model, labels=labels)
 
 
 def _summary(r: EvalResult) -> dict:

@@ -146,11 +146,15 @@ def sce_loss(
     return loss.mean() if reduction == "mean" else loss
 
 
+def centred_one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """RCIG's regression targets for class indices: 1 - 1/C on the class, -1/C elsewhere."""
+    return F.one_hot(labels, num_classes).float() - 1.0 / num_classes
+
+
 def mse_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """0.5 * mean squared error to float targets, or to the centred one-hot of hard labels (RCIG)."""
     if labels.dtype == torch.long:
-        c = outputs.shape[1]
-        labels = F.one_hot(labels, c).to(outputs.dtype) - 1.0 / c
+        labels = centred_one_hot(labels, outputs.shape[1]).to(outputs.dtype)
     return 0.5 * ((outputs - labels) ** 2).mean()
 
 

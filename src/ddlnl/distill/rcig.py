@@ -45,12 +45,8 @@ from ddlnl.models import create_model
 from ddlnl.models.functional import flatten_params
 from ddlnl.optim import AdaBelief
 from ddlnl.synset import SyntheticSet
+from ddlnl.train import centred_one_hot
 from ddlnl.utils.runtime import generator
-
-
-def centred_one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """RCIG's label initialisation: 1 - 1/C on the class, -1/C elsewhere."""
-    return torch.nn.functional.one_hot(labels, num_classes).float() - 1.0 / num_classes
 
 
 @register_distiller
