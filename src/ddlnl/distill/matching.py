@@ -145,7 +145,7 @@ def match_trajectory(
     a = 2.0 * (final - target) / denom  # dL/dtheta_N
     gx = torch.zeros_like(x_leaf)
     gy = torch.zeros_like(y_leaf) if y_soft else None
-    glr = torch.zeros((), dtype=final.dtype)
+    glr = torch.zeros((), dtype=final.dtype, device=final.device)
     for i in reversed(range(len(plan))):
         th = thetas[i].detach().requires_grad_(True)
         (g,) = torch.autograd.grad(

@@ -82,7 +82,7 @@ class TrajectoryMatchingBase(Distiller):
         images = images.to(ctx.device).detach().clone()
         soft = labels.is_floating_point()
         labels = labels.to(ctx.device).detach().clone()
-        syn_lr = torch.tensor(float(o.lr_teacher))
+        syn_lr = torch.tensor(float(o.lr_teacher), device=ctx.device)
         images.requires_grad_(True)
         syn_lr.requires_grad_(True)
         opt_img = torch.optim.SGD([images], lr=o.lr_img, momentum=0.5)
