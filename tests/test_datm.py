@@ -162,6 +162,20 @@ def test_init_only_control_is_the_distillers_starting_set(tmp_path):
     assert init.label_kind == "soft" and init.lr is None and init.meta["datm"]["pix_init"] == "samples_predicted_correctly"
 
 
+def test_setting_auto_keys_stages_on_the_configured_options(tmp_path):
+    """The paper row is applied for the run, but options_dict() (the runner's stage key) stays as
+    configured, so a resumed run, which skips the distillation, computes the same control keys."""
+    base = context(tmp_path)
+    ctx = DistillContext("cifar10", base.images, base.labels, 3, Preprocessor("none"), MODEL, seed=0, cache_dir=tmp_path)
+    d = create_distiller("datm", iterations=0, setting="auto", paper_noise="symmetric:0.4", **{**TOY, "expert_gsam": False})
+    configured = d.options_dict()
+    syn = d.run(ctx, 1)
+    assert d.options_dict() == configured == syn.meta["options"] and configured["setting"] == "auto"
+    row = paper_setting("cifar10", 1, "symmetric", 0.4)
+    assert syn.meta["applied_options"]["lr_teacher"] == row["lr_teacher"] != configured["lr_teacher"]
+    assert syn.meta["applied_options"]["syn_steps"] == row["syn_steps"]
+
+
 def test_synset_round_trips_through_ddlnl_evaluate(tmp_path):
     from tests.data.fixtures import write_cifar10_npz
 

@@ -27,7 +27,7 @@ the clean row is used and a message says so. Options the table does not cover
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -245,10 +245,16 @@ class DATM(TrajectoryMatchingBase):
             if self.lr_y <= 0:
                 raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in methods.md §2.7 (2, 5 or 10)")
 
+    def options_dict(self) -> dict:
+        """The options as configured (``setting: auto`` unresolved), so that a run's stage keys are
+        the same before and after the paper row is applied; the applied row is in the set's meta."""
+        return asdict(getattr(self, "_configured", self.options))
+
     def distill(self, ctx: DistillContext, ipc: int):
         self._apply_setting(ctx, ipc)
         synset = super().distill(ctx, ipc)
         synset.meta["datm"] = self.init_report
+        synset.meta["applied_options"] = asdict(self.options)
         return synset
 
     def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
@@ -259,10 +265,12 @@ class DATM(TrajectoryMatchingBase):
         experts = load_or_train_experts(ctx, self.expert_config())
         images, labels = self.init_set(ctx, ipc, experts, generator(ctx.seed))
         synset = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess)
-        synset.meta.update({"datm": self.init_report, "options": self.options_dict()})
+        synset.meta.update({"datm": self.init_report, "options": self.options_dict(), "applied_options": asdict(self.options)})
         return synset
 
     def _apply_setting(self, ctx: DistillContext, ipc: int) -> None:
+        self._configured = getattr(self, "_configured", self.options)
+        self.options = self._configured
         if self.options.setting == "auto":
             noise = self.options.paper_noise if self.options.paper_noise is not None else getattr(ctx, "noise", None)
             if noise is None:
