@@ -424,3 +424,16 @@ def test_smoke_study_on_a_real_slurm_cluster(data_root, tmp_path):
         assert cluster.sacct_or_squeue(jobs) is not None
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_names_existing_methods(path):
+    """The ready studies stay valid as presets and distillers change: they parse, expand, name
+    only implemented methods with preset options, and paper grids run the paper's three."""
+    spec = load_study(path)
+    check_methods(spec)
+    assert spec.cells
+    methods = {c.method for c in spec.cells}
+    if path.name.endswith("-paper.yaml"):
+        assert methods == {"datm", "dance", "rcig"}
+        assert set(spec.slurm.get("by_method", {})) <= methods
