@@ -111,7 +111,7 @@ def test_run_with_native_eval_keeps_the_distilled_set_and_adds_native_rows(tmp_p
     root = tmp_path / "data"
     write_cifar10_npz(root, n_train_per_class=6, n_test_per_class=2)
     logs = []
-    cfg = RunConfig(preset=str(native_preset(tmp_path)), ipc=2, out=str(tmp_path / "run"), data_root=str(root), progress=False)
+    cfg = RunConfig(preset=str(native_preset(tmp_path)), method="dm", ipc=2, out=str(tmp_path / "run"), data_root=str(root), progress=False)
     common = run_experiment(cfg, log=logs.append)
     cfg.eval_protocol = "native"
     logs.clear()

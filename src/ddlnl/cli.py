@@ -17,7 +17,7 @@ from ddlnl.errors import ConfigError, DataError, DdlnlError
 from ddlnl.study_cli import COMMANDS as STUDY_COMMANDS
 from ddlnl.study_cli import add_parsers as add_study_parsers
 
-DEFAULTS = dict(dataset="cifar10", noise="symmetric", rate=0.4, method="dm", ipc=10, preset="quick", out="runs/demo")
+DEFAULTS = dict(dataset="cifar10", noise="symmetric", rate=0.4, method="datm", ipc=10, preset="quick", out="runs/demo")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

@@ -36,7 +36,7 @@ class RunConfig:
     dataset: str = "cifar10"
     noise: str = "symmetric"
     rate: float = 0.4
-    method: str = "dm"
+    method: str = "datm"
     ipc: int = 10
     preset: str = "quick"
     out: str = "runs/demo"
