@@ -152,7 +152,7 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     c["unknown model"] = (["run", "--set", "model.name=vit", *smoke], ["unknown model 'vit'"])
     c["unknown device"] = (["distill", "--device", "tpu", "--preset", "smoke", "--out", str(t / "d.safetensors"), *R],
                            ["invalid device 'tpu'"])
-    c["unknown method option"] = (["distill", "--set", "methods.dm.foo=1", "--preset", "smoke", "--out", str(t / "d.safetensors"), *R],
+    c["unknown method option"] = (["distill", "--method", "dm", "--set", "methods.dm.foo=1", "--preset", "smoke", "--out", str(t / "d.safetensors"), *R],
                                   ["unknown option(s) for distiller 'dm': foo"])
     c["unknown argument"] = (["methods", "--frobnicate"], ["unrecognized arguments: --frobnicate"])
 
@@ -170,8 +170,8 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     c["epochs 0"] = (["run", "--set", "evaluation.train.epochs=0", *smoke], ["epochs must be a positive integer"])
     c["lr negative"] = (["run", "--set", "evaluation.train.lr=-1", *smoke], ["lr must be a non-negative number"])
     c["lr not a number"] = (["run", "--set", "baseline.train.lr=abc", *smoke], ["lr", "'abc'"])
-    c["method option wrong type"] = (["run", "--set", "methods.dm.iterations=abc", *smoke], ["iterations", "whole number", "'abc'"])
-    c["method option out of range"] = (["run", "--set", "methods.dm.iterations=-5", *smoke], ["iterations=-5"])
+    c["method option wrong type"] = (["run", "--method", "dm", "--set", "methods.dm.iterations=abc", *smoke], ["iterations", "whole number", "'abc'"])
+    c["method option out of range"] = (["run", "--method", "dm", "--set", "methods.dm.iterations=-5", *smoke], ["iterations=-5"])
     c["data size wrong type"] = (["run", "--set", "data.train_per_class=abc", *smoke], ["data.train_per_class", "'abc'"])
     c["checkpoint interval negative"] = (["run", "--checkpoint-every", "-1", *smoke], ["--checkpoint-every"])
     c["study max workers 0"] = (["study", str(t / "x.yaml"), "--out", str(t / "st"), "--max-workers", "0"], ["--max-workers"])

@@ -85,7 +85,7 @@ def test_cli_baselines_flag_and_skipped_controls(root, capsys):
     from ddlnl.cli import main
 
     out = root / "cli"
-    rc = main(["run", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress",
+    rc = main(["run", "--method", "dm", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress",
                "--baselines", "sce,cleanlab", "--set", "evaluation.train.epochs=2", "--set", "methods.dm.iterations=2",
                "--set", "baseline.train.epochs=1"])
     stdout = capsys.readouterr().out
