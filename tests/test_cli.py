@@ -126,7 +126,7 @@ def test_smoke_run_on_real_cifar10(tmp_path):
     r = ddlnl("run", "--preset", "smoke", "--out", str(out), "--no-progress", env={"DDLNL_DATA": REAL})
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "result.json").read_text())
-    assert res["num_train"] == 200 and res["num_test"] == 500 and res["method"] == "dm" and res["ipc"] == 10
+    assert res["num_train"] == 200 and res["num_test"] == 500 and res["method"] == "datm" and res["ipc"] == 10
     assert res["timings_s"]["total"] < 60
 
 
