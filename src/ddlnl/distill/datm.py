@@ -245,10 +245,14 @@ class DATM(TrajectoryMatchingBase):
             if self.lr_y <= 0:
                 raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in methods.md §2.7 (2, 5 or 10)")
 
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.configured = self.options  # as given; ``options`` gets the paper row under setting: auto
+
     def options_dict(self) -> dict:
         """The options as configured (``setting: auto`` unresolved), so that a run's stage keys are
         the same before and after the paper row is applied; the applied row is in the set's meta."""
-        return asdict(getattr(self, "_configured", self.options))
+        return asdict(self.configured)
 
     def distill(self, ctx: DistillContext, ipc: int):
         self._apply_setting(ctx, ipc)
@@ -269,8 +273,7 @@ class DATM(TrajectoryMatchingBase):
         return synset
 
     def _apply_setting(self, ctx: DistillContext, ipc: int) -> None:
-        self._configured = getattr(self, "_configured", self.options)
-        self.options = self._configured
+        self.options = self.configured
         if self.options.setting == "auto":
             noise = self.options.paper_noise if self.options.paper_noise is not None else getattr(ctx, "noise", None)
             if noise is None:
