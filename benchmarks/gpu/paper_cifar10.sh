@@ -34,14 +34,13 @@ runs)
   job dance "$py" -m ddlnl run "${common[@]}" --method dance --set baseline.runs=1 --out "$work/dance" --json ;;
 timing)
   mkdir -p "$work"
-  export -f timing; export py work; export common_str="${common[*]}"
-  job timing bash -c '
-    common=($common_str)
-    timing dm 300
-    timing dance 100 --set methods.dance.num_experts=1
-    timing rcig 40
-    timing datm 40 --set methods.datm.num_experts=1
-    timing mtt 40 --set methods.mtt.num_experts=1' ;;
+  job timing bash "$0" timing-sequence "$work" ;;
+timing-sequence)  # what the timing job runs, in its own session
+  timing dm 300
+  timing dance 100 --set methods.dance.num_experts=1
+  timing rcig 40
+  timing datm 40 --set methods.datm.num_experts=1
+  timing mtt 40 --set methods.mtt.num_experts=1 ;;
 status)
   for f in "$work"/*.log; do
     printf '%-8s %s\n' "$(basename "$f" .log)" "$(grep -q '^\[job\] exit' "$f" && echo finished || echo running)"
