@@ -64,3 +64,31 @@ def test_bad_training_options_are_refused(bad):
 def test_unknown_training_key_is_refused():
     with pytest.raises(ConfigError, match="epochz"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+@pytest.mark.parametrize("min_images, compiled_sizes", [(None, {4}), (4, {4, 2})])
+def test_compile_routes_full_batches_and_a_partial_batch_only_when_it_carries_enough_images(monkeypatch, min_images, compiled_sizes):
+    """10 images in batches of 4: the two full batches always go through the compiled module; the
+    partial batch of 2 only when epochs x 2 reaches COMPILE_MIN_IMAGES (not paying a compile for a few batches)."""
+    import ddlnl.train as train_mod
+
+    seen = []
+
+    def fake_compile(net, **kwargs):
+        assert kwargs.get("dynamic") is False  # one static graph per shape
+
+        def run(x):
+            seen.append(x.shape[0])
+            return net(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    if min_images is not None:
+        monkeypatch.setattr(train_mod, "COMPILE_MIN_IMAGES", min_images)
+    x, y = separable(10)
+    net = create_model("convnet", 2, image_size=8, width=4, depth=1)
+    stats = train_network(net, x, y, TrainConfig(epochs=2, batch_size=4, augment="none", compile=True),
+                          generator=torch.Generator().manual_seed(0))
+    assert set(seen) == compiled_sizes
+    assert seen.count(4) == 2 * 2 and stats.images_processed == 20
