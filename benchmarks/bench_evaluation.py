@@ -4,9 +4,10 @@ The protocol trains a fresh network on the set for the preset's epochs and tests
 10,000 test images; on this CPU that training dominates every quick run (DANCE's 400 decoded
 images at IPC 10 most of all). For each set size this times two evaluation trainings of
 ``--epochs`` epochs each with the preset's recipe (random CIFAR-shaped data, the preset's
-network): the first includes any compiling, the second shows the steady rate. It prints
-seconds per epoch, the compile overhead and the projected seconds of one run at the preset's
-epochs.
+network): the first includes any compiling, the second shows the steady rate. Which batches
+are compiled is decided as in a full run of the preset's epochs (the trainer's
+COMPILE_MIN_IMAGES is scaled to the timed epochs). It prints seconds per epoch, the compile
+overhead and the projected seconds of one run at the preset's epochs.
 
     python benchmarks/bench_evaluation.py [--preset quick] [--sizes 10,100,400,500] [--epochs 40]
 """
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+import ddlnl.train as trainer
 from ddlnl.evaluate import build_model
 from ddlnl.presets import load_preset
 from ddlnl.train import TrainConfig, train_network
@@ -43,6 +45,8 @@ def main() -> None:
     preset = load_preset(args.preset)
     train = dict(preset["evaluation"]["train"])
     full_epochs = train["epochs"]
+    # Route batches to the compiled module exactly as a run of full_epochs would.
+    trainer.COMPILE_MIN_IMAGES = trainer.COMPILE_MIN_IMAGES * args.epochs / full_epochs
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; preset {preset['name']} v{preset['version']}: "
           f"model {preset['model']}, evaluation.train {train}")
     print(f"timed: 2 trainings of {args.epochs} epochs per row (the first pays any compile); projection: one run of {full_epochs} epochs\n")
