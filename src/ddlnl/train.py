@@ -50,7 +50,7 @@ class TrainConfig:
     augment: str = "dsa"
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     # Speed only: run batches through torch.compile (about 1.7x on a 2-core CPU for full-data
-    # epochs and 2x for evaluation on a small set, after ~10 s of compiling per batch shape; see
+    # epochs and 1.3-2x for evaluation on a small set, after ~10 s of compiling per batch shape; see
     # docs/benchmarks.md). The partial last batch is compiled too only when it will carry at
     # least COMPILE_MIN_IMAGES images (a set smaller than a batch, many epochs); otherwise it runs
     # eagerly through the same parameters and no second compile is paid for a few batches.
