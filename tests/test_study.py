@@ -162,6 +162,21 @@ def test_cli_reports_bad_study_without_traceback(tmp_path):
     assert r.returncode == 2 and "methodz" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_only_selects_cells_by_pattern_in_study_order(tmp_path, capsys):
+    from ddlnl import study_cli
+
+    spec = load_study("studies/cifar10-findings-quick.yaml")
+    picked = study_cli.select_cells(spec.cells, ["*-dance-*", "cifar10-worst-*"])
+    assert [c.id for c in picked] == [c.id for c in spec.cells if "-dance-" in c.id or c.id.startswith("cifar10-worst-")]
+    assert len(picked) == 6 + 3  # six DANCE cells, and worst's DM, RCIG and DATM
+    assert study_cli.main(["study", "studies/cifar10-findings-quick.yaml", "--out", str(tmp_path / "o"), "--list",
+                           "--only", "*-aggre-*-rcig-*"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cells" in out and "cifar10-aggre-seed0-quick-rcig-ipc10" in out and "-dm-" not in out
+    with pytest.raises(ConfigError, match="no cell id matches"):
+        study_cli.select_cells(spec.cells, ["*-mtt-*"])
+
+
 def test_shipped_studies_parse():
     files = sorted((REPO / "studies").glob("*.yaml"))
     assert any(f.name == "smoke.yaml" for f in files)

@@ -21,6 +21,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--data-root", default=None, help="data folder for cells whose study sets none (default: $DDLNL_DATA, else ./data)")
     p.add_argument("--report", action="store_true", help="write the report (ddlnl report) when the study finishes")
     p.add_argument("--list", action="store_true", help="list the study's cells and their status in DIR; run nothing")
+    p.add_argument("--only", action="append", default=None, metavar="GLOB",
+                   help="run (or list) only the cells whose id matches this shell pattern, e.g. '*-dance-*' "
+                        "or 'cifar10-worst-*'; repeat to select more; the other cells are left untouched")
 
     p = subparsers.add_parser("report", help="tables (Markdown, CSV) and PNG figures from a study folder")
     p.add_argument("dir", help="study folder written by `ddlnl study`")
@@ -37,6 +40,8 @@ def cmd_study(args) -> int:
     if args.max_workers is not None and args.max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {args.max_workers}", "pass --max-workers 1 or more")
     spec = load_study(args.study)
+    if args.only:
+        spec.cells = select_cells(spec.cells, args.only, where=str(args.study))
     check_cells(spec.cells, where=str(args.study))
     if args.data_root:
         spec.cells = [c if c.data_root else dataclasses.replace(c, data_root=str(Path(args.data_root).resolve())) for c in spec.cells]
@@ -49,6 +54,21 @@ def cmd_study(args) -> int:
         report = write_report(args.out)
         print(f"[study] report: {report['markdown']}")
     return 0 if summary["failed"] == 0 else 1
+
+
+def select_cells(cells, patterns: list[str], where: str = "study") -> list:
+    """The cells whose id matches any of the shell patterns, in study order: a way to run part of
+    a grid (one method, one noise setting) into the same folder, or to split it across machines."""
+    from fnmatch import fnmatchcase
+
+    from ddlnl.errors import ConfigError
+
+    chosen = [c for c in cells if any(fnmatchcase(c.id, p) for p in patterns)]
+    if not chosen:
+        shown = ", ".join(c.id for c in cells[:3]) + (", ..." if len(cells) > 3 else "")
+        raise ConfigError(f"{where}: no cell id matches --only {' '.join(patterns)}",
+                          f"use a shell pattern over the cell ids (e.g. '*-dance-*'); ids look like: {shown}")
+    return chosen
 
 
 def check_cells(cells, where: str = "study") -> None:
