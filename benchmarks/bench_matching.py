@@ -8,6 +8,10 @@ the reported peak RSS (ru_maxrss) belongs to that configuration alone.
 
     .venv/bin/python benchmarks/bench_matching.py                      # the full grid (slow on a CPU)
     .venv/bin/python benchmarks/bench_matching.py --ipc 10 --steps 20 40 --modes exact tesla
+    .venv/bin/python benchmarks/bench_matching.py --ipc 10 --steps 20 --modes exact exact-compiled
+
+``exact-compiled`` / ``tesla-compiled`` run the steps through matching.CompiledSteps (option
+``compile: true``); the "first iter" column includes tracing and compiling the graphs.
 
 batch_syn defaults to the whole set (10 x IPC, as DATM at IPC 1/10/50); --batch-syn caps it.
 """
@@ -27,7 +31,7 @@ def worker(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ddlnl.distill.matching import make_plan, match_trajectory
+    from ddlnl.distill.matching import CompiledSteps, make_plan, match_trajectory
     from ddlnl.evaluate import build_model
     from ddlnl.models.functional import flatten_params
 
@@ -42,15 +46,18 @@ def worker(args) -> dict:
     labels = torch.randn(n, 10) if args.soft else torch.arange(10).repeat_interleave(args.ipc)
     lr = torch.tensor(0.01)
     g = torch.Generator().manual_seed(0)
-    times = []
+    mode, compiled = args.mode.removesuffix("-compiled"), args.mode.endswith("-compiled")
+    steps = CompiledSteps(net) if compiled else None
+    times, first = [], None
     for it in range(args.warmup + args.repeats):
         plan = make_plan(n, args.steps, bsyn, generator=g, dsa_strategy="color_crop_cutout_flip_scale_rotate", image_size=32)
         t0 = time.perf_counter()
-        r = match_trajectory(net, start, target, images, labels, lr, plan, mode=args.mode)
+        r = match_trajectory(net, start, target, images, labels, lr, plan, mode=mode, steps=steps)
         with torch.no_grad():
             images -= 100.0 * r.grad_images
             lr = lr - 1e-5 * r.grad_lr
         dt = time.perf_counter() - t0
+        first = dt if first is None else first
         if it >= args.warmup:
             times.append(dt)
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -67,14 +74,14 @@ def worker(args) -> dict:
     return {"ipc": args.ipc, "batch_syn": bsyn, "steps": args.steps, "mode": args.mode, "width": args.width,
             "s_per_iter": statistics.median(times), "ms_per_step": 1000 * statistics.median(times) / args.steps,
             "peak_rss_gib": rss_gib, "repeats": len(times), "threads": args.threads,
-            "train_step_ms": 1000 * statistics.median(ref)}
+            "train_step_ms": 1000 * statistics.median(ref), "first_iter_s": first}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     p.add_argument("--steps", type=int, nargs="+", default=[20, 40, 80])
-    p.add_argument("--modes", nargs="+", default=["exact", "naive", "tesla"], choices=["exact", "naive", "tesla"])
+    p.add_argument("--modes", nargs="+", default=["exact", "naive", "tesla"], choices=["exact", "naive", "tesla", "exact-compiled", "tesla-compiled"])
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--batch-syn", type=int, default=None)
     p.add_argument("--soft", action="store_true", help="soft (learned) labels, as DATM")
@@ -89,8 +96,8 @@ def main() -> int:
         args.ipc, args.steps = args.ipc[0], args.steps[0]
         print(json.dumps(worker(args)))
         return 0
-    print("| IPC | batch_syn | syn_steps | mode | width | s / iter | ms / syn-step | syn-step / train-step | peak RSS (GiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| IPC | batch_syn | syn_steps | mode | width | s / iter | ms / syn-step | syn-step / train-step | peak RSS (GiB) | first iter (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for ipc in args.ipc:
         for steps in args.steps:
             for mode in args.modes:
@@ -101,15 +108,16 @@ def main() -> int:
                 try:
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
-                    print(f"| {ipc} | | {steps} | {mode} | {args.width} | timeout > {args.timeout:.0f} s | | | |", flush=True)
+                    print(f"| {ipc} | | {steps} | {mode} | {args.width} | timeout > {args.timeout:.0f} s | | | | |", flush=True)
                     continue
                 if out.returncode != 0:
                     err = (out.stderr.strip().splitlines() or ["?"])[-1]
-                    print(f"| {ipc} | | {steps} | {mode} | {args.width} | failed: {err} | | | |", flush=True)
+                    print(f"| {ipc} | | {steps} | {mode} | {args.width} | failed: {err} | | | | |", flush=True)
                     continue
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"| {ipc} | {r['batch_syn']} | {steps} | {mode} | {r['width']} | {r['s_per_iter']:.2f} | "
-                      f"{r['ms_per_step']:.0f} | {r['ms_per_step'] / r['train_step_ms']:.1f} | {r['peak_rss_gib']:.2f} |", flush=True)
+                      f"{r['ms_per_step']:.0f} | {r['ms_per_step'] / r['train_step_ms']:.1f} | {r['peak_rss_gib']:.2f} | "
+                      f"{r['first_iter_s']:.1f} |", flush=True)
     return 0
 
 

@@ -201,3 +201,15 @@ def test_synset_round_trips_through_ddlnl_evaluate(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert 0 <= out["acc_mean"] <= 1
+
+
+def test_compile_option_routes_matching_through_compiled_steps(tmp_path):
+    opts = dict(iterations=2, **(TOY | {"syn_steps": 2}), current_max_start_epoch=1, expansion_end_epoch=10, expert_gsam=False)
+    eager = create_distiller("datm", **opts).run(context(tmp_path), 2)
+    logs: list[str] = []
+    comp = create_distiller("datm", compile=True, **opts).run(context(tmp_path, logs=logs), 2)
+    assert any("compiled matching steps" in m for m in logs)
+    assert torch.allclose(comp.images, eager.images, atol=1e-4) and torch.allclose(comp.labels, eager.labels, atol=1e-4)
+    assert not torch.equal(comp.images, create_distiller("datm", **(opts | {"iterations": 0})).run(context(tmp_path), 2).images)
+    with pytest.raises(ConfigError, match="naive"):
+        create_distiller("mtt", compile=True, mode="naive")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddlnl.distill.matching import make_plan, match_trajectory
+from ddlnl.distill.matching import CompiledSteps, make_plan, match_trajectory
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import build_model
 from ddlnl.models.functional import flatten_params
@@ -66,3 +66,24 @@ def test_plan_cycles_through_a_permutation_and_checks_mode():
     net, start, target, x, y, lr, plan = problem(steps=1)
     with pytest.raises(ConfigError, match="exact"):
         match_trajectory(net, start, target, x, y, lr, plan, mode="backprop")
+
+
+def test_compiled_steps_give_the_eager_gradients():
+    """The Inductor-compiled step graphs (compile: true) compute what the eager passes compute:
+    soft labels through exact and tesla (one pair of graphs serves both), hard labels through exact."""
+    for soft, modes in ((True, ("exact", "tesla")), (False, ("exact",))):
+        net, start, target, x, y, lr, plan = problem(soft=soft)
+        steps = CompiledSteps(net)
+        for mode in modes:
+            eager = match_trajectory(net, start, target, x, y, lr, plan, mode=mode)
+            comp = match_trajectory(net, start, target, x, y, lr, plan, mode=mode, steps=steps)
+            assert comp.loss == pytest.approx(eager.loss, rel=1e-10)
+            assert torch.allclose(comp.final_params, eager.final_params)
+            assert rel(comp.grad_images, eager.grad_images) < 1e-8 and rel(comp.grad_lr, eager.grad_lr) < 1e-8
+            assert (comp.grad_labels is None) == (not soft)
+            if soft:
+                assert rel(comp.grad_labels, eager.grad_labels) < 1e-8
+        assert len(steps._fns) == 2  # one pass-1 and one pass-2 graph, reused across modes and calls
+    bn = build_model({"name": "convnet", "width": 4, "depth": 1, "norm": "batch"}, 3, 8)
+    with pytest.raises(ConfigError, match="buffers"):
+        CompiledSteps(bn)

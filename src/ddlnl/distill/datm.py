@@ -230,6 +230,7 @@ class DATM(TrajectoryMatchingBase):
         pix_init: str = "samples_predicted_correctly"  # | real
         soft_labels: bool = True
         mode: str = "exact"  # exact | tesla | naive
+        compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
         dsa_strategy: str = DEFAULT_DSA_STRATEGY
         expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
         expert_gsam: bool = True  # DATM's FTD buffers

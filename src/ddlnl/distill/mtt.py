@@ -22,7 +22,7 @@ import torch
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
 from ddlnl.distill.base import DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
-from ddlnl.distill.matching import MODES, make_plan, match_trajectory
+from ddlnl.distill.matching import MODES, CompiledSteps, make_plan, match_trajectory
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
 from ddlnl.experts import ExpertConfig, load_or_train_experts
@@ -33,6 +33,11 @@ from ddlnl.utils.runtime import generator
 def check_common(o) -> None:
     """Range checks shared by MTT's and DATM's options."""
     check_choice("matching mode", o.mode, MODES)
+    if not isinstance(o.compile, bool):
+        raise ConfigError(f"compile must be true or false, got {o.compile!r}", "set compile: true or compile: false")
+    if o.compile and o.mode == "naive":
+        raise ConfigError("compile: true works with mode exact or tesla, not naive",
+                          "set mode: exact (the same gradients at constant memory) or compile: false")
     ints = {"iterations": 0, "num_experts": 1, "syn_steps": 1, "expert_epochs": 1, "max_start_epoch": 1}
     for name, low in ints.items():
         v = getattr(o, name)
@@ -93,6 +98,9 @@ class TrajectoryMatchingBase(Distiller):
             opt_y = torch.optim.SGD([labels], lr=self.label_lr(), momentum=self.label_lr_momentum)
         net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
         net.requires_grad_(False)
+        steps = CompiledSteps(net) if o.compile else None
+        if steps is not None:
+            ctx.log(f"[ddlnl] {self.name}: compiled matching steps (traced and compiled on the first iteration)")
         n = images.shape[0]
         batch_syn = o.batch_syn or n
         self.losses: list[float] = []
@@ -114,7 +122,7 @@ class TrajectoryMatchingBase(Distiller):
             t = self.start_epoch(it, rng)
             plan = make_plan(n, o.syn_steps, batch_syn, generator=g, dsa_strategy=o.dsa_strategy, image_size=images.shape[-1])
             r = match_trajectory(net, traj[t].to(ctx.device), traj[t + o.expert_epochs].to(ctx.device), images,
-                                 labels, syn_lr, plan, mode=o.mode)
+                                 labels, syn_lr, plan, mode=o.mode, steps=steps)
             # forward passes: exact/tesla run each step twice
             count["images_processed"] += o.syn_steps * min(batch_syn, n) * (1 if o.mode == "naive" else 2)
             if not loop.report(r.loss):
@@ -160,6 +168,7 @@ class MTT(TrajectoryMatchingBase):
         lr_teacher: float = 0.01  # initial synthetic lr
         lr_teacher_expert: float = 0.01  # experts' SGD lr
         mode: str = "exact"  # exact | tesla | naive (see ddlnl.distill.matching)
+        compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
         dsa_strategy: str = DEFAULT_DSA_STRATEGY
         expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
         expert_gsam: bool = False
