@@ -30,12 +30,14 @@ Modes
 The minibatch order and the DSA draws of the N steps are fixed in a :class:`StepPlan`
 before pass 1, so that the reverse pass recomputes exactly the same steps.
 
-Compiled steps (``steps=CompiledSteps(net)``, option ``compile: true``)
-    ``exact`` and ``tesla`` spend most of their time in the step's double backward, whose
-    instance-norm part is dozens of small element-wise kernels. :class:`CompiledSteps`
-    traces the two step functions (pass 1: ``g_i``; pass 2: ``g_i`` and its VJP) once per
+Steps (``steps=``; :class:`EagerSteps` by default, :class:`CompiledSteps` with ``compile: true``)
+    Both passes call two step functions: pass 1 ``g_i``, pass 2 ``g_i`` and its VJP. The
+    minibatch gather and the DSA draw stay outside them, in eager autograd, which carries
+    the VJP's data part back to the images and labels. ``exact`` and ``tesla`` spend most
+    of their time in the step's double backward, whose instance-norm part is dozens of
+    small element-wise kernels; :class:`CompiledSteps` traces the two functions once per
     batch shape into aten graphs (``make_fx``) and compiles them with Inductor, which fuses
-    those kernels. The DSA draw and the minibatch gather stay eager, outside the graphs.
+    those kernels.
     The gradients are the same up to float rounding (a ReLU whose input sits within
     rounding of 0 may switch sides, as with any change of summation order).
 """
@@ -48,7 +50,7 @@ import torch
 from torch import nn
 
 from ddlnl.augment import DSADraw, apply_dsa, sample_dsa
-from ddlnl.errors import check_choice
+from ddlnl.errors import ConfigError, check_choice
 from ddlnl.models.functional import functional_forward
 from ddlnl.train import label_loss
 
@@ -116,19 +118,43 @@ def _learnable(t: torch.Tensor | None) -> bool:
     return t is not None and t.is_floating_point()
 
 
-class CompiledSteps:
-    """Pass 1's and pass 2's step functions for one network, traced and compiled once per
-    batch shape (about 20-40 s each on a 2-core CPU; Inductor's on-disk cache makes later
-    runs cheaper). Needs a network without buffers (instance norm or none): a traced graph
-    would freeze BatchNorm's running statistics."""
+class EagerSteps:
+    """The two step functions of the matching passes, in eager autograd (the default).
+
+    ``grad`` is pass 1's step; ``grad_and_vjp`` pass 2's: it rebuilds the step's graph at
+    ``theta`` and takes one VJP of ``g`` with the cotangent ``-alpha * a_{i+1}``."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def grad(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``g = grad_theta loss(theta; x, y)`` (no graph)."""
+        th = theta.detach().requires_grad_(True)
+        return torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th)[0]
+
+    def grad_and_vjp(self, theta, x, y, cotangent, want_theta: bool = True) -> tuple:
+        """``(g, v_theta, v_x[, v_y])``: ``g`` as :meth:`grad` and the VJP of ``g`` with
+        ``cotangent`` (``v_theta`` is ``None`` unless ``want_theta``; ``v_y`` only for float labels)."""
+        th, x = theta.detach().requires_grad_(True), x.detach().requires_grad_(True)
+        y_soft = y.is_floating_point()
+        y = y.detach().requires_grad_(True) if y_soft else y
+        (g,) = torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th, create_graph=True)
+        wrt = ([th] if want_theta else []) + [x] + ([y] if y_soft else [])
+        vjp = torch.autograd.grad(g, wrt, grad_outputs=cotangent)
+        return (g.detach(),) + ((None,) if not want_theta else ()) + tuple(vjp)
+
+
+class CompiledSteps(EagerSteps):
+    """:class:`EagerSteps`' two functions traced into aten graphs (``make_fx``) and compiled
+    with Inductor, once per batch shape: about 20-40 s each on a 2-core CPU (Inductor's
+    on-disk cache makes later runs cheaper). Needs a network without buffers (instance norm
+    or none): a traced graph would freeze BatchNorm's running statistics."""
 
     def __init__(self, net: nn.Module):
         if any(True for _ in net.buffers()):
-            from ddlnl.errors import ConfigError
-
             raise ConfigError("compiled trajectory matching needs a network without buffers (BatchNorm has running statistics)",
                               "use norm: instance (DATM's and MTT's network) or set compile: false")
-        self.net = net
+        super().__init__(net)
         self._fns: dict[tuple, object] = {}
 
     def _compiled(self, kind: str, args: tuple):
@@ -137,33 +163,19 @@ class CompiledSteps:
         if fn is None:
             from torch.fx.experimental.proxy_tensor import make_fx
 
-            method = self._grad if kind == "grad" else self._grad_and_vjp
+            eager = super().grad if kind == "grad" else super().grad_and_vjp
 
             def body(*tensors):  # make_fx traces a plain function of the tensors
-                return method(*tensors)
+                return eager(*tensors)
 
             fn = self._fns[key] = torch.compile(make_fx(body)(*args), dynamic=False)
         return fn
 
-    def _grad(self, theta, x, y):
-        th = theta.detach().requires_grad_(True)
-        return torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th)[0]
-
-    def _grad_and_vjp(self, theta, x, y, cotangent):
-        th, x = theta.detach().requires_grad_(True), x.detach().requires_grad_(True)
-        y_soft = y.is_floating_point()
-        y = y.detach().requires_grad_(True) if y_soft else y
-        (g,) = torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th, create_graph=True)
-        vjp = torch.autograd.grad(g, [th, x] + ([y] if y_soft else []), grad_outputs=cotangent)
-        return (g.detach(),) + tuple(vjp)
-
-    def grad(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``g = grad_theta loss(theta; x, y)`` (no graph)."""
+    def grad(self, theta, x, y):
         return self._compiled("grad", (theta, x, y))(theta, x, y)
 
-    def grad_and_vjp(self, theta, x, y, cotangent) -> tuple[torch.Tensor, ...]:
-        """``(g, v_theta, v_x[, v_y])``: ``g`` as :meth:`grad` and the VJP of ``g`` with ``cotangent``
-        (``v_y`` only for float labels)."""
+    def grad_and_vjp(self, theta, x, y, cotangent, want_theta: bool = True):
+        """One graph for every step: it always computes ``v_theta`` (unused at the last step and by ``tesla``)."""
         return self._compiled("vjp", (theta, x, y, cotangent))(theta, x, y, cotangent)
 
 
@@ -177,25 +189,24 @@ def match_trajectory(
     plan: StepPlan,
     *,
     mode: str = "exact",
-    steps: CompiledSteps | None = None,
+    steps: EagerSteps | None = None,
 ) -> MatchResult:
     """Run the N student steps of ``plan`` from ``start`` and return L and its gradients.
 
     ``images`` (n, C, H, W) and ``syn_lr`` (0-d) are the learnable tensors; ``labels`` are
     int64 class indices (not learned) or float (n, K) soft-label logits (learned). Nothing
-    is written to ``.grad``: the gradients come back in the result. ``steps`` runs the
-    ``exact``/``tesla`` steps through compiled graphs (the same numbers up to rounding).
+    is written to ``.grad``: the gradients come back in the result. ``steps`` computes the
+    ``exact``/``tesla`` steps (``CompiledSteps``: the same numbers up to rounding, faster).
     """
     check_choice("matching mode", mode, MODES)
     start, target = start.detach(), target.detach()
     denom = (start - target).pow(2).sum()
     if mode == "naive":
         return _naive(net, start, target, denom, images, labels, syn_lr, plan)
-    if steps is not None:
-        return _compiled(steps, start, target, denom, images, labels, syn_lr, plan, mode)
+    steps = steps or EagerSteps(net)
     alpha = syn_lr.detach()
-    x_leaf = images.detach().requires_grad_(True)
     y_soft = _learnable(labels)
+    x_leaf = images.detach().requires_grad_(True)
     y_leaf = labels.detach().requires_grad_(True) if y_soft else labels
 
     # Pass 1: unroll without a graph, keeping theta_0 .. theta_{N-1}.
@@ -203,65 +214,29 @@ def match_trajectory(
     x_const, y_const = images.detach(), labels.detach()
     for idx, draw in zip(plan.indices, plan.draws):
         thetas.append(theta)
-        th = theta.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(_step_loss(net, th, x_const, y_const, idx, draw), th)
-        theta = theta - alpha * g
+        theta = theta - alpha * steps.grad(theta, *_batch(x_const, y_const, idx, draw))
     final = theta
     loss = (final - target).pow(2).sum() / denom
 
-    # Pass 2: reverse, one VJP per step.
+    # Pass 2: reverse, one VJP per step; the minibatch gather and DSA carry its data part
+    # back to the images and labels.
     a = 2.0 * (final - target) / denom  # dL/dtheta_N
     gx = torch.zeros_like(x_leaf)
     gy = torch.zeros_like(y_leaf) if y_soft else None
     glr = torch.zeros((), dtype=final.dtype, device=final.device)
     for i in reversed(range(len(plan))):
-        th = thetas[i].detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(
-            _step_loss(net, th, x_leaf, y_leaf, plan.indices[i], plan.draws[i]), th, create_graph=True
-        )
-        glr -= torch.dot(g.detach(), a)
         want_theta = mode == "exact" and i > 0
-        inputs = [x_leaf] + ([y_leaf] if y_soft else []) + ([th] if want_theta else [])
-        vjp = torch.autograd.grad(g, inputs, grad_outputs=-alpha * a, allow_unused=True)
-        gx += vjp[0] if vjp[0] is not None else 0.0
-        if y_soft and vjp[1] is not None:
-            gy += vjp[1]
-        if want_theta:
-            a = a + vjp[-1]
-        del g, vjp
-    return MatchResult(float(loss), gx, glr, gy, final.detach())
-
-
-def _compiled(steps: CompiledSteps, start, target, denom, images, labels, syn_lr, plan, mode) -> MatchResult:
-    """:func:`match_trajectory`'s two passes with the step maths in ``steps``' graphs; the
-    minibatch gather and DSA run eagerly and carry the step's VJP back to images and labels."""
-    alpha = syn_lr.detach()
-    y_soft = _learnable(labels)
-    x_leaf = images.detach().requires_grad_(True)
-    y_leaf = labels.detach().requires_grad_(True) if y_soft else labels
-    thetas, theta = [], start
-    x_const, y_const = images.detach(), labels.detach()
-    for idx, draw in zip(plan.indices, plan.draws):  # (grad mode on: the first call traces with autograd)
-        thetas.append(theta)
-        theta = theta - alpha * steps.grad(theta, *_batch(x_const, y_const, idx, draw))
-    final = theta
-    loss = (final - target).pow(2).sum() / denom
-    a = 2.0 * (final - target) / denom
-    gx = torch.zeros_like(x_leaf)
-    gy = torch.zeros_like(y_leaf) if y_soft else None
-    glr = torch.zeros((), dtype=final.dtype, device=final.device)
-    for i in reversed(range(len(plan))):
         x, y = _batch(x_leaf, y_leaf, plan.indices[i], plan.draws[i])
-        g, v_theta, *v_data = steps.grad_and_vjp(thetas[i], x.detach(), y.detach(), -alpha * a)
+        g, v_theta, *v_data = steps.grad_and_vjp(thetas[i], x.detach(), y.detach(), -alpha * a, want_theta=want_theta)
         glr -= torch.dot(g, a)
-        leaves = [x_leaf] + ([y_leaf] if y_soft else [])
-        outs = [x] + ([y] if y_soft else [])
-        back = torch.autograd.grad(outs, leaves, grad_outputs=v_data, allow_unused=True)
+        back = torch.autograd.grad([x] + ([y] if y_soft else []), [x_leaf] + ([y_leaf] if y_soft else []),
+                                   grad_outputs=v_data, allow_unused=True)
         gx += back[0] if back[0] is not None else 0.0
         if y_soft and back[1] is not None:
             gy += back[1]
-        if mode == "exact" and i > 0:
+        if want_theta:
             a = a + v_theta
+        del g, v_theta, v_data, back
     return MatchResult(float(loss), gx, glr, gy, final.detach())
 
 
