@@ -146,9 +146,9 @@ class EagerSteps:
 
 class CompiledSteps(EagerSteps):
     """:class:`EagerSteps`' two functions traced into aten graphs (``make_fx``) and compiled
-    with Inductor, once per batch shape: about 20-40 s each on a 2-core CPU (Inductor's
-    on-disk cache makes later runs cheaper). Needs a network without buffers (instance norm
-    or none): a traced graph would freeze BatchNorm's running statistics."""
+    with Inductor, once per batch shape: about 40 s for the pair on the 2-core CPU with a cold
+    Inductor cache, about 7 s with a warm one (docs/datm.md). Needs a network without buffers
+    (instance norm or none): a traced graph would freeze BatchNorm's running statistics."""
 
     def __init__(self, net: nn.Module):
         if any(True for _ in net.buffers()):
