@@ -109,8 +109,8 @@ def _batch(images, labels, idx, draw):
     return (apply_dsa(x, draw) if draw is not None else x), labels[idx]
 
 
-def _step_loss(net: nn.Module, theta: torch.Tensor, images, labels, idx, draw) -> torch.Tensor:
-    x, y = _batch(images, labels, idx, draw)
+def _step_loss(net: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The student's training loss on one minibatch, with parameters ``theta``."""
     return label_loss(functional_forward(net, theta, x), y)
 
 
@@ -130,7 +130,7 @@ class EagerSteps:
     def grad(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``g = grad_theta loss(theta; x, y)`` (no graph)."""
         th = theta.detach().requires_grad_(True)
-        return torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th)[0]
+        return torch.autograd.grad(_step_loss(self.net, th, x, y), th)[0]
 
     def grad_and_vjp(self, theta, x, y, cotangent, want_theta: bool = True) -> tuple:
         """``(g, v_theta, v_x[, v_y])``: ``g`` as :meth:`grad` and the VJP of ``g`` with
@@ -138,7 +138,7 @@ class EagerSteps:
         th, x = theta.detach().requires_grad_(True), x.detach().requires_grad_(True)
         y_soft = y.is_floating_point()
         y = y.detach().requires_grad_(True) if y_soft else y
-        (g,) = torch.autograd.grad(label_loss(functional_forward(self.net, th, x), y), th, create_graph=True)
+        (g,) = torch.autograd.grad(_step_loss(self.net, th, x, y), th, create_graph=True)
         wrt = ([th] if want_theta else []) + [x] + ([y] if y_soft else [])
         vjp = torch.autograd.grad(g, wrt, grad_outputs=cotangent)
         return (g.detach(),) + ((None,) if not want_theta else ()) + tuple(vjp)
@@ -203,7 +203,7 @@ def match_trajectory(
     denom = (start - target).pow(2).sum()
     if mode == "naive":
         return _naive(net, start, target, denom, images, labels, syn_lr, plan)
-    steps = steps or EagerSteps(net)
+    steps = steps if steps is not None else EagerSteps(net)
     alpha = syn_lr.detach()
     y_soft = _learnable(labels)
     x_leaf = images.detach().requires_grad_(True)
@@ -230,9 +230,9 @@ def match_trajectory(
         g, v_theta, *v_data = steps.grad_and_vjp(thetas[i], x.detach(), y.detach(), -alpha * a, want_theta=want_theta)
         glr -= torch.dot(g, a)
         back = torch.autograd.grad([x] + ([y] if y_soft else []), [x_leaf] + ([y_leaf] if y_soft else []),
-                                   grad_outputs=v_data, allow_unused=True)
-        gx += back[0] if back[0] is not None else 0.0
-        if y_soft and back[1] is not None:
+                                   grad_outputs=v_data)
+        gx += back[0]
+        if y_soft:
             gy += back[1]
         if want_theta:
             a = a + v_theta
@@ -247,7 +247,7 @@ def _naive(net, start, target, denom, images, labels, syn_lr, plan) -> MatchResu
     lr_leaf = syn_lr.detach().requires_grad_(True)
     theta = start.requires_grad_(True)
     for idx, draw in zip(plan.indices, plan.draws):
-        (g,) = torch.autograd.grad(_step_loss(net, theta, x_leaf, y_leaf, idx, draw), theta, create_graph=True)
+        (g,) = torch.autograd.grad(_step_loss(net, theta, *_batch(x_leaf, y_leaf, idx, draw)), theta, create_graph=True)
         theta = theta - lr_leaf * g
     loss = (theta - target).pow(2).sum() / denom
     inputs = [x_leaf, lr_leaf] + ([y_leaf] if y_soft else [])

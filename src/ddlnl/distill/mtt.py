@@ -22,7 +22,7 @@ import torch
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
 from ddlnl.distill.base import DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
-from ddlnl.distill.matching import MODES, CompiledSteps, make_plan, match_trajectory
+from ddlnl.distill.matching import MODES, CompiledSteps, EagerSteps, make_plan, match_trajectory
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
 from ddlnl.experts import ExpertConfig, load_or_train_experts
@@ -98,8 +98,8 @@ class TrajectoryMatchingBase(Distiller):
             opt_y = torch.optim.SGD([labels], lr=self.label_lr(), momentum=self.label_lr_momentum)
         net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
         net.requires_grad_(False)
-        steps = CompiledSteps(net) if o.compile else None
-        if steps is not None:
+        steps = CompiledSteps(net) if o.compile else EagerSteps(net)
+        if o.compile:
             ctx.log(f"[ddlnl] {self.name}: compiled matching steps (traced and compiled on the first iteration)")
         n = images.shape[0]
         batch_syn = o.batch_syn or n
