@@ -158,3 +158,17 @@ def test_evaluate_datm_folder_with_zca(root, tmp_path):
 def test_data_list_names_a_missing_root(tmp_path):
     r = ddlnl("data", "list", "--data-root", str(tmp_path / "nowhere"))
     assert r.returncode == 0 and "does not exist" in r.stderr and "cifar-10-batches-py" in r.stdout
+
+
+def test_yaml_1_2_floats_are_numbers_in_overrides_and_preset_files(tmp_path):
+    """``--set lr_lr=1e-4`` and ``lr_lr: 1e-4`` in a preset file are floats (PyYAML alone reads them as strings)."""
+    from ddlnl.presets import PRESET_DIR, apply_overrides, load_preset
+    from ddlnl.utils.yamlio import load_yaml
+
+    assert load_yaml("[1e-4, 5E3, -2.5e+3, .5, 3, 1e, abc]") == [1e-4, 5e3, -2.5e3, 0.5, 3, "1e", "abc"]
+    assert isinstance(load_yaml("3"), int)
+    out, applied = apply_overrides(load_preset("smoke"), ["methods.datm.lr_lr=1e-4", "evaluation.train.lr=2E-2"])
+    assert out["methods"]["datm"]["lr_lr"] == 1e-4 and applied["evaluation.train.lr"] == 0.02
+    path = tmp_path / "mine.yaml"
+    path.write_text((PRESET_DIR / "smoke.yaml").read_text().replace("lr_lr: 1.0e-7, lr_y", "lr_lr: 1e-7, lr_y"))
+    assert load_preset(str(path))["methods"]["datm"]["lr_lr"] == 1e-7

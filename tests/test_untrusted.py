@@ -162,11 +162,23 @@ def test_yaml_python_tags_are_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_yaml_loader_is_a_safe_loader():
+    import yaml
+
+    from ddlnl.utils import yamlio
+
+    assert issubclass(yamlio._Loader, yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        yamlio.load_yaml("!!python/object/apply:os.getcwd []")
+
+
 # Load sites: what each may look like. Anything else that loads a file must be added here on purpose.
 _LOAD_RULES = [
     (re.compile(r"\btorch\.load\("), re.compile(r"weights_only=True"), "torch.load without weights_only=True"),
     (re.compile(r"\bnp\.load\("), re.compile(r"allow_pickle=False"), "np.load without allow_pickle=False"),
-    (re.compile(r"\byaml\.(load|unsafe_load|full_load|load_all)\("), None, "yaml.load (use yaml.safe_load)"),
+    # yaml.load only with utils/yamlio's SafeLoader subclass (test_yaml_loader_is_a_safe_loader)
+    (re.compile(r"\byaml\.(load|unsafe_load|full_load|load_all)\("), re.compile(r"Loader=_Loader\)"),
+     "yaml.load (use ddlnl.utils.yamlio.load_yaml)"),
     (re.compile(r"\bpickle\.(load|loads|Unpickler)\b"), None, "pickle outside data/safe_pickle.py"),
     (re.compile(r"\b(cloudpickle|dill|joblib|shelve|marshal)\b"), None, "a code-executing deserialiser"),
 ]

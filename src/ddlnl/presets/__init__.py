@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ddlnl.errors import ConfigError, yaml_error
+from ddlnl.utils.yamlio import load_yaml
 
 PRESET_DIR = Path(__file__).parent
 SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "evaluation", "baseline", "methods", "baselines"}
@@ -43,7 +44,7 @@ def load_preset(name_or_path: str) -> dict:
                 f"use one of: {', '.join(list_presets())}, or the path of a preset YAML file",
             )
     try:
-        preset = yaml.safe_load(path.read_text())
+        preset = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise yaml_error(f"preset file {path}", e) from None
     validate_preset(preset, str(path))
@@ -212,7 +213,7 @@ def apply_overrides(preset: dict, overrides: list[str]) -> tuple[dict, dict]:
             raise ConfigError(f"override {item!r} has no '='", "write overrides as KEY.PATH=VALUE, e.g. evaluation.runs=5")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node, parts = out, key.split(".")

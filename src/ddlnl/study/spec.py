@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from ddlnl.errors import ConfigError, yaml_error
+from ddlnl.utils.yamlio import load_yaml
 
 TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid"}
 GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines"}
@@ -172,7 +173,7 @@ def load_study(path: str | Path) -> StudySpec:
     if not path.exists():
         raise ConfigError(f"study file {path} does not exist", "pass the path of a study YAML file, e.g. studies/smoke.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise yaml_error(f"study file {path}", e) from None
     return parse_study(raw, where=str(path), default_name=path.stem)
