@@ -7,6 +7,12 @@ label. It tells a filter that removes noise (DATM's expert-prediction filter) fr
 does not (random choice).
 
     DDLNL_DATA=/work/shared/data python scripts/label_purity.py --noise symmetric --rate 0.4 RUN/init_only.safetensors RUN/random.safetensors
+
+A distilled set whose images moved too far to match is traced through ``--sources``: a set of
+unmodified real images it started from slot by slot (RCIG starts from the random control's
+draw, so ``--sources RUN/random.safetensors RUN/distilled.safetensors``). For sets with soft
+labels the script also prints what the labels a network trains on (softmax of
+``SyntheticSet.training_data``'s labels) say about the slots whose noisy label is wrong.
 """
 
 from __future__ import annotations
@@ -31,22 +37,52 @@ def main() -> None:
     ap.add_argument("--noise-seed", type=int, default=0)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--sources", default=None, help="set of unmodified training images the sets' slots started from")
     args = ap.parse_args()
     data = prepare_data(args.dataset, NoiseSpec(args.noise, args.rate, args.noise_seed), load_preset(args.preset),
                         data_root=args.data_root, seed=args.noise_seed)
     train = data.x_train.float().flatten(1)
     noisy, clean = np.asarray(data.noisy.labels), np.asarray(data.splits.train.labels)
     print(f"{args.dataset} {args.noise} {args.rate}: {len(noisy)} training images, {(noisy != clean).mean():.1%} noisy labels")
+    sources = None
+    if args.sources:
+        sources, why = match_training_images(SyntheticSet.load(args.sources), train)
+        if sources is None:
+            raise SystemExit(f"--sources {args.sources}: {why}")
     for path in args.sets:
         s = SyntheticSet.load(path)
-        dist, idx = torch.cdist(s.images.float().flatten(1), train).topk(2, dim=1, largest=False)
-        match, runner_up, idx = dist[:, 0], dist[:, 1], idx[:, 0].numpy()
-        where = f"{path}: {len(idx)} images, match distance <= {float(match.max()):.3g}, next image >= {float(runner_up.min()):.3g}"
-        if bool((match > 0.5 * runner_up).any()):
-            print(f"{where}: not a set of unmodified training images; no label purity")
-        else:
-            print(f"{where}: clean labels {(noisy[idx] == clean[idx]).mean():.1%}")
+        idx, why = (sources, f"slots traced through {args.sources}") if sources is not None else match_training_images(s, train)
+        if idx is None:
+            print(f"{path}: {why}: not a set of unmodified training images; no label purity (try --sources)")
+            continue
+        if len(idx) != len(s.images):
+            raise SystemExit(f"{path} has {len(s.images)} images but --sources has {len(idx)}")
+        print(f"{path}: {len(idx)} images, {why}: clean labels {(noisy[idx] == clean[idx]).mean():.1%}")
+        if s.label_kind == "soft":
+            report_soft_labels(s, noisy[idx], clean[idx])
 
+
+def match_training_images(s: SyntheticSet, train: torch.Tensor):
+    """(training index per image, how) when every image is a training image up to rounding, else (None, why)."""
+    dist, idx = torch.cdist(s.images.float().flatten(1), train).topk(2, dim=1, largest=False)
+    match, runner_up = dist[:, 0], dist[:, 1]
+    how = f"match distance <= {float(match.max()):.3g}, next image >= {float(runner_up.min()):.3g}"
+    return (None, how) if bool((match > 0.5 * runner_up).any()) else (idx[:, 0].numpy(), how)
+
+
+def report_soft_labels(s: SyntheticSet, noisy: np.ndarray, clean: np.ndarray) -> None:
+    """What the trained-on soft labels put on the given (noisy) and the true class, clean vs mislabelled slots."""
+    p = torch.softmax(s.training_data()[1][: len(noisy)].float(), dim=1).numpy()
+    rows = np.arange(len(noisy))
+    wrong = noisy != clean
+    argmax = p.argmax(1)
+    print(f"  soft labels: argmax = noisy label {(argmax == noisy).mean():.1%}, = clean label {(argmax == clean).mean():.1%}; "
+          f"p(given class) {p[rows, noisy][~wrong].mean():.3f} on correctly labelled slots")
+    if wrong.any():
+        rank = (p[wrong] > p[rows[wrong], clean[wrong]][:, None]).sum(1)
+        print(f"  on the {int(wrong.sum())} mislabelled slots: p(given class) {p[rows, noisy][wrong].mean():.3f}, "
+              f"p(true class) {p[rows, clean][wrong].mean():.3f}, true class ranked first on {(rank == 0).mean():.1%} "
+              f"(median rank {int(np.median(rank)) + 1})")
 
 if __name__ == "__main__":
     main()
