@@ -12,7 +12,7 @@ A distilled set whose images moved too far to match is traced through ``--source
 unmodified real images it started from slot by slot (RCIG starts from the random control's
 draw, so ``--sources RUN/random.safetensors RUN/distilled.safetensors``). For sets with soft
 labels the script also prints what the labels a network trains on (softmax of
-``SyntheticSet.training_data``'s labels) say about the slots whose noisy label is wrong.
+``ddlnl.decode.training_labels``) say about the slots whose noisy label is wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ddlnl.data.noise import NoiseSpec
+from ddlnl.decode import training_labels
 from ddlnl.experiment import prepare_data
 from ddlnl.presets import load_preset
 from ddlnl.synset import SyntheticSet
@@ -72,7 +73,7 @@ def match_training_images(s: SyntheticSet, train: torch.Tensor):
 
 def report_soft_labels(s: SyntheticSet, noisy: np.ndarray, clean: np.ndarray) -> None:
     """What the trained-on soft labels put on the given (noisy) and the true class, clean vs mislabelled slots."""
-    p = torch.softmax(s.training_data()[1][: len(noisy)].float(), dim=1).numpy()
+    p = torch.softmax(training_labels(s.labels, s.meta).float(), dim=1).numpy()
     rows = np.arange(len(noisy))
     wrong = noisy != clean
     argmax = p.argmax(1)
