@@ -213,3 +213,11 @@ def test_compile_option_routes_matching_through_compiled_steps(tmp_path):
     assert not torch.equal(comp.images, create_distiller("datm", **(opts | {"iterations": 0})).run(context(tmp_path), 2).images)
     with pytest.raises(ConfigError, match="naive"):
         create_distiller("mtt", compile=True, mode="naive")
+
+
+def test_expert_momentum_reaches_the_expert_recipe_and_is_range_checked():
+    for method in ("mtt", "datm"):
+        assert create_distiller(method).expert_config().momentum == 0.0  # the buffers' plain SGD (cache keys unchanged)
+        assert create_distiller(method, expert_momentum=0.9).expert_config().recipe()["momentum"] == 0.9
+        with pytest.raises(ConfigError, match="expert_momentum"):
+            create_distiller(method, expert_momentum=1.0)

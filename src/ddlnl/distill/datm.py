@@ -226,6 +226,7 @@ class DATM(TrajectoryMatchingBase):
         momentum_y: float = 0.9
         lr_teacher: float = 0.01  # initial synthetic lr
         lr_teacher_expert: float = 0.01  # experts' SGD lr (DATM's buffers: 0.01)
+        expert_momentum: float = 0.0  # experts' SGD momentum (DATM's buffers: 0)
         threshold: float | None = 1.0
         pix_init: str = "samples_predicted_correctly"  # | real
         soft_labels: bool = True

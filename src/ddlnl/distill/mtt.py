@@ -49,6 +49,10 @@ def check_common(o) -> None:
         v = getattr(o, name)
         if not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"{name} must be a positive number, got {v!r}", f"set {name} as in methods.md §2.7")
+    m = o.expert_momentum
+    if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0.0 <= m < 1.0:
+        raise ConfigError(f"expert_momentum must be a number in [0, 1), got {m!r}",
+                          "set expert_momentum: 0 (MTT's and DATM's buffers) or e.g. 0.9")
 
 
 class TrajectoryMatchingBase(Distiller):
@@ -74,7 +78,7 @@ class TrajectoryMatchingBase(Distiller):
     def expert_config(self) -> ExpertConfig:
         o = self.options
         return ExpertConfig(num_experts=o.num_experts, epochs=o.max_start_epoch + o.expert_epochs,
-                            lr=o.lr_teacher_expert, batch_size=o.expert_batch, gsam=o.expert_gsam, compile=o.expert_compile,
+                            lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch, gsam=o.expert_gsam, compile=o.expert_compile,
                             dsa_strategy=o.dsa_strategy)
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
@@ -167,6 +171,7 @@ class MTT(TrajectoryMatchingBase):
         lr_lr: float = 1e-5
         lr_teacher: float = 0.01  # initial synthetic lr
         lr_teacher_expert: float = 0.01  # experts' SGD lr
+        expert_momentum: float = 0.0  # experts' SGD momentum (MTT's buffers: 0)
         mode: str = "exact"  # exact | tesla | naive (see ddlnl.distill.matching)
         compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
         dsa_strategy: str = DEFAULT_DSA_STRATEGY
