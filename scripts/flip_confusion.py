@@ -1,0 +1,87 @@
+"""How much of an asymmetric noise model's class flips a trained network reproduces.
+
+Asymmetric noise relabels a share of some source classes as a fixed target class (CIFAR-10:
+truck -> automobile, bird -> airplane, cat <-> dog, deer -> horse). A training set that
+removes the noise leaves test images of a source class predicted as that class; one that
+*absorbs* it (the seed paper's finding for distilled sets) predicts them as the target. This
+script reads the confusion matrices a run stores in ``result.json`` (``ddlnl run`` or a study
+cell) and prints, for each evaluated training set, its clean accuracy, its accuracy on the
+source classes and on the others, and the share of source-class test images it predicts as
+the flip target.
+
+    python scripts/flip_confusion.py runs/asym/cells/*/result.json
+
+Only CIFAR-10's flip table is known (``ddlnl.data.noise.CIFAR10_ASYMMETRIC_FLIPS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ddlnl.data.noise import CIFAR10_ASYMMETRIC_FLIPS
+
+
+def flip_profile(confusion, flips: dict[int, int]) -> dict:
+    """Accuracy overall, on the flips' source classes and on the rest, and the share of
+    source-class test images predicted as their flip target (rows: true class)."""
+    c = np.asarray(confusion, dtype=float)
+    src = sorted(flips)
+    rest = [k for k in range(len(c)) if k not in flips]
+    per_class = np.diag(c) / c.sum(1)
+    to_target = sum(c[s, flips[s]] for s in src) / sum(c[s].sum() for s in src)
+    return {"acc": float(np.trace(c) / c.sum()), "acc_source": float(per_class[src].mean()),
+            "acc_rest": float(per_class[rest].mean()) if rest else float("nan"), "to_target": float(to_target)}
+
+
+def rows_of(result: dict):
+    """(name, evaluation) for every evaluated training set of a result.json, in table order."""
+    res = result["results"]
+    ipc = result.get("ipc")
+    full = res.get("full_noisy")
+    yield "full noisy set (CE)", full
+    for name, ev in (res.get("baselines") or {}).items():
+        if ev is not full and ev != full:  # the CE baseline is the full-noisy row
+            yield f"baseline {name}", ev
+    yield f"random real, IPC {ipc}", res.get("random")
+    yield f"{result['method']}, IPC {ipc}", res.get("distilled")
+    for name, ev in (res.get("controls") or {}).items():
+        yield f"{result['method']}, IPC {ipc}, {name.replace('_', ' ')} (control)", ev
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="+", type=Path, help="result.json files of runs or study cells")
+    args = ap.parse_args()
+    results = [(path, read_result(path)) for path in args.results]
+    print("| run | noise | training set | test acc (%) | acc on flipped classes (%) | acc on the others (%) "
+          "| flipped-class test images predicted as the flip target (%) |")
+    print("|---|---|---|---|---|---|---|")
+    for path, result in results:
+        noise = result.get("noise") or {}
+        label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
+        for name, ev in rows_of(result):
+            if not isinstance(ev, dict) or "confusion" not in ev:
+                continue  # skipped control, or a stage without an evaluation
+            p = flip_profile(ev["confusion"], CIFAR10_ASYMMETRIC_FLIPS)
+            print(f"| {path.parent.name} | {label} | {name} | {100 * p['acc']:.2f} | {100 * p['acc_source']:.2f} "
+                  f"| {100 * p['acc_rest']:.2f} | {100 * p['to_target']:.2f} |")
+
+
+def read_result(path: Path) -> dict:
+    """A CIFAR-10 result.json, or exit with what is wrong with the file."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: cannot read it as JSON ({e}); pass the result.json of a finished run") from None
+    if not isinstance(result, dict) or "results" not in result:
+        raise SystemExit(f"{path}: not a ddlnl result.json (no 'results'); pass the result.json of a finished run")
+    if result.get("dataset") != "cifar10":
+        raise SystemExit(f"{path}: dataset {result.get('dataset')!r}; only CIFAR-10's flip table is known")
+    return result
+
+if __name__ == "__main__":
+    main()
