@@ -1,17 +1,13 @@
 """scripts/expert_curve.py: per-epoch test accuracy of a cached trajectory."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from ddlnl.evaluate import build_model
 from ddlnl.evaluate import test_predictions as predict
 from ddlnl.models.functional import flatten_params
+from tests.scripts_loader import load_script
 
-_spec = importlib.util.spec_from_file_location("expert_curve", Path(__file__).parents[1] / "scripts" / "expert_curve.py")
-expert_curve = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(expert_curve)
+expert_curve = load_script("expert_curve")
 
 MODEL = {"name": "convnet", "width": 4, "depth": 1, "norm": "instance"}
 

@@ -1,15 +1,13 @@
 """scripts/flip_confusion.py: what share of the flipped classes a network predicts as the flip target."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location("flip_confusion", Path(__file__).parents[1] / "scripts" / "flip_confusion.py")
-flip_confusion = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flip_confusion)
+from tests.scripts_loader import load_script
+
+flip_confusion = load_script("flip_confusion")
 
 
 def test_profile_splits_source_and_other_classes():

@@ -1,17 +1,13 @@
 """scripts/label_purity.py: matching set images back to training images, and the soft-label report."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.synset import SyntheticSet
+from tests.scripts_loader import load_script
 
-_spec = importlib.util.spec_from_file_location("label_purity", Path(__file__).parents[1] / "scripts" / "label_purity.py")
-label_purity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(label_purity)
+label_purity = load_script("label_purity")
 
 
 def _set(images, labels):
