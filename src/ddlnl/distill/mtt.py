@@ -78,8 +78,8 @@ class TrajectoryMatchingBase(Distiller):
     def expert_config(self) -> ExpertConfig:
         o = self.options
         return ExpertConfig(num_experts=o.num_experts, epochs=o.max_start_epoch + o.expert_epochs,
-                            lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch, gsam=o.expert_gsam, compile=o.expert_compile,
-                            dsa_strategy=o.dsa_strategy)
+                            lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch,
+                            gsam=o.expert_gsam, compile=o.expert_compile, dsa_strategy=o.dsa_strategy)
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         o = self.options
