@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from ddlnl.data.noise import NoiseSpec
+from ddlnl.errors import DdlnlError
 from ddlnl.evaluate import build_model, test_predictions
 from ddlnl.experiment import prepare_data
 from ddlnl.experts import images_digest
@@ -54,26 +55,34 @@ def main() -> None:
     if not key_file.is_file():
         raise SystemExit(f"{args.entry} has no key.json: pass an expert cache folder (see the run's "
                          "'expert cache hit/miss' log line)")
-    key = json.loads(key_file.read_text())
-    preset = load_preset(args.preset) | {"preprocess": key["preprocess"]["kind"]}
-    data = prepare_data(key["dataset"], NoiseSpec("clean", 0.0), preset, data_root=args.data_root,
-                        imbalance=args.imbalance)
-    if images_digest(data.x_train) != key["images"]:
-        raise SystemExit(f"{args.entry} was trained on other training images (digest {key['images']}) than "
-                         f"{key['dataset']} as the data: section of preset {args.preset!r} builds it; pass the "
+    try:
+        key = json.loads(key_file.read_text())
+        dataset, model, kind, digest, recipe = (key["dataset"], key["model"], key["preprocess"]["kind"],
+                                                key["images"], key["train"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{key_file} is not an expert cache key ({type(e).__name__}: {e}); "
+                         "pass a folder written by ddlnl's expert cache") from None
+    try:
+        data = prepare_data(dataset, NoiseSpec("clean", 0.0), load_preset(args.preset) | {"preprocess": kind},
+                            data_root=args.data_root, imbalance=args.imbalance)
+    except DdlnlError as e:
+        raise SystemExit(str(e)) from None
+    if images_digest(data.x_train) != digest:
+        raise SystemExit(f"{args.entry} was trained on other training images (digest {digest}) than "
+                         f"{dataset} as the data: section of preset {args.preset!r} builds it; pass the "
                          "--preset and --imbalance of the run that trained it")
     files = sorted(args.entry.glob("expert_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
     if not files:
         raise SystemExit(f"{args.entry} holds no expert_<k>.safetensors")
-    print(f"{key['dataset']}, {key['model']}, preprocess {key['preprocess']['kind']}, "
-          f"expert recipe {json.dumps(key['train'], sort_keys=True)}")
+    print(f"{dataset}, {model}, preprocess {kind}, "
+          f"expert recipe {json.dumps(recipe, sort_keys=True)}")
     num_classes = data.splits.train.num_classes
     for path in files:
         why = verify_sidecar(path)
         if why is not None:
             print(f"{path.name}: skipped ({why}; the next run that needs it rebuilds it)")
             continue
-        accs = epoch_accuracies(load_file(str(path))["trajectory"], key["model"], num_classes, data.x_test, data.y_test)
+        accs = epoch_accuracies(load_file(str(path))["trajectory"], model, num_classes, data.x_test, data.y_test)
         print(f"{path.name}: " + "  ".join(f"epoch {e}: {100 * a:.2f}%" for e, a in enumerate(accs)))
 
 
