@@ -17,12 +17,14 @@ Only CIFAR-10's flip table is known (``ddlnl.data.noise.CIFAR10_ASYMMETRIC_FLIPS
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ddlnl.data.noise import CIFAR10_ASYMMETRIC_FLIPS
+from ddlnl.errors import DdlnlError
+from ddlnl.run import read_result as load_result
+from ddlnl.run import result_rows
 
 
 def flip_profile(confusion, flips: dict[int, int]) -> dict:
@@ -37,21 +39,6 @@ def flip_profile(confusion, flips: dict[int, int]) -> dict:
             "acc_rest": float(per_class[rest].mean()) if rest else float("nan"), "to_target": float(to_target)}
 
 
-def rows_of(result: dict):
-    """(name, evaluation) for every evaluated training set of a result.json, in table order."""
-    res = result["results"]
-    ipc = result.get("ipc")
-    full = res.get("full_noisy")
-    yield "full noisy set (CE)", full
-    for name, ev in (res.get("baselines") or {}).items():
-        if ev is not full and ev != full:  # the CE baseline is the full-noisy row
-            yield f"baseline {name}", ev
-    yield f"random real, IPC {ipc}", res.get("random")
-    yield f"{result['method']}, IPC {ipc}", res.get("distilled")
-    for name, ev in (res.get("controls") or {}).items():
-        yield f"{result['method']}, IPC {ipc}, {name.replace('_', ' ')} (control)", ev
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", type=Path, help="result.json files of runs or study cells")
@@ -63,9 +50,9 @@ def main() -> None:
     for path, result in results:
         noise = result.get("noise") or {}
         label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
-        for name, ev in rows_of(result):
-            if not isinstance(ev, dict) or "confusion" not in ev:
-                continue  # skipped control, or a stage without an evaluation
+        for name, ev in result_rows(result):
+            if "confusion" not in ev:
+                continue  # a skipped stage
             p = flip_profile(ev["confusion"], CIFAR10_ASYMMETRIC_FLIPS)
             print(f"| {path.parent.name} | {label} | {name} | {100 * p['acc']:.2f} | {100 * p['acc_source']:.2f} "
                   f"| {100 * p['acc_rest']:.2f} | {100 * p['to_target']:.2f} |")
@@ -74,14 +61,13 @@ def main() -> None:
 def read_result(path: Path) -> dict:
     """A CIFAR-10 result.json, or exit with what is wrong with the file."""
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read it as JSON ({e}); pass the result.json of a finished run") from None
-    if not isinstance(result, dict) or "results" not in result:
-        raise SystemExit(f"{path}: not a ddlnl result.json (no 'results'); pass the result.json of a finished run")
+        result = load_result(path)
+    except DdlnlError as e:
+        raise SystemExit(str(e)) from None
     if result.get("dataset") != "cifar10":
         raise SystemExit(f"{path}: dataset {result.get('dataset')!r}; only CIFAR-10's flip table is known")
     return result
+
 
 if __name__ == "__main__":
     main()

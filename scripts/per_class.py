@@ -12,10 +12,12 @@ the noisy labels saved beside it (``noisy_labels.npy``: the class sizes the dist
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ddlnl.errors import DdlnlError
+from ddlnl.run import read_result, result_rows
 
 
 def head_tail(per_class, sizes, k: int = 3) -> tuple[float, float]:
@@ -25,30 +27,22 @@ def head_tail(per_class, sizes, k: int = 3) -> tuple[float, float]:
     return float(acc[order[:k]].mean()), float(acc[order[-k:]].mean())
 
 
-def evaluated_sets(result: dict):
-    """(name, per-class accuracies) of each evaluated training set, in table order."""
-    res, ipc, method = result["results"], result.get("ipc"), result.get("method")
-    rows = [("full noisy set (CE)", res.get("full_noisy")), (f"random real, IPC {ipc}", res.get("random")),
-            (f"{method}, IPC {ipc}", res.get("distilled"))]
-    rows += [(f"{method}, IPC {ipc}, {k.replace('_', ' ')} (control)", v) for k, v in (res.get("controls") or {}).items()]
-    return [(name, ev["per_class"]) for name, ev in rows if isinstance(ev, dict) and "per_class" in ev]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", type=Path, help="result.json files of runs or study cells")
     args = ap.parse_args()
     runs = []
     for path in args.results:
+        try:
+            result = read_result(path)
+        except DdlnlError as e:
+            raise SystemExit(str(e)) from None
         labels = path.parent / "noisy_labels.npy"
         try:
-            result = json.loads(path.read_text())
             sizes = np.bincount(np.load(labels, allow_pickle=False))
         except (OSError, ValueError) as e:
-            raise SystemExit(f"{path}: cannot read it or {labels.name} beside it ({e}); "
+            raise SystemExit(f"{path}: cannot read {labels.name} beside it ({e}); "
                              "pass the result.json of a finished run, in its run folder") from None
-        if not isinstance(result, dict) or "results" not in result:
-            raise SystemExit(f"{path}: not a ddlnl result.json (no 'results')")
         runs.append((path, result, sizes))
     for path, result, sizes in runs:
         names = result.get("classes") or [str(c) for c in range(len(sizes))]
@@ -56,7 +50,10 @@ def main() -> None:
               f"noise {(result.get('noise') or {}).get('type')} {(result.get('noise') or {}).get('nominal_rate')}")
         print("| training set | " + " | ".join(f"{n} ({s})" for n, s in zip(names, sizes)) + " | 3 largest | 3 smallest |")
         print("|---" * (len(sizes) + 3) + "|")
-        for name, per_class in evaluated_sets(result):
+        for name, ev in result_rows(result):
+            if "per_class" not in ev:
+                continue  # a skipped stage
+            per_class = ev["per_class"]
             head, tail = head_tail(per_class, sizes)
             print(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in per_class) + f" | {100 * head:.1f} | {100 * tail:.1f} |")
 

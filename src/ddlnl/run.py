@@ -22,7 +22,7 @@ import torch
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, create_baseline, parse_baselines, train_full_noisy
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.distill import DistillContext, create_distiller
-from ddlnl.errors import ConfigError
+from ddlnl.errors import ConfigError, DataError
 from ddlnl.evaluate import EvalResult, evaluate_synthetic_set
 from ddlnl.experiment import PreparedData, check_ipc, prepare_data, save_noise
 from ddlnl.presets import apply_overrides, cross_arch_model, evaluation_for, load_preset, method_options
@@ -383,11 +383,25 @@ BASELINE_LABELS = {"gce": "full noisy set (GCE)", "sce": "full noisy set (SCE)",
                    "dividemix": "full noisy set (DivideMix)", "cleanlab": "cleanlab-pruned set (CE)"}
 
 
-def format_result_table(result: dict) -> str:
-    """A Markdown table: baselines, the random control, the distilled set and its controls, with their cost."""
-    n = result["noise"]
-    head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
-            f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
+def read_result(path: str | Path) -> dict:
+    """A finished run's ``result.json`` (parsed as JSON, never executed), checked to have what
+    :func:`result_rows` reads; a DataError that names the file otherwise."""
+    fix = "pass the result.json of a finished run (ddlnl run, or a study cell's folder)"
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read it as JSON ({e})", fix) from None
+    missing = [k for k in ("method", "ipc", "results") if not isinstance(result, dict) or k not in result]
+    missing += [f"results.{k}" for k in ("full_noisy", "random", "distilled")
+                if not missing and not isinstance(result["results"].get(k), dict)]
+    if missing:
+        raise DataError(f"{path}: not a ddlnl result.json (no {', '.join(missing)})", fix)
+    return result
+
+
+def result_rows(result: dict) -> list[tuple[str, dict]]:
+    """(label, evaluation) of every training set a result.json evaluated, in table order:
+    baselines, the random control, the distilled set and its controls (skipped ones included)."""
     res, ipc = result["results"], result["ipc"]
     rows = [("full noisy set (CE)", res["full_noisy"])]
     for name, r in (res.get("baselines") or {}).items():
@@ -404,8 +418,16 @@ def format_result_table(result: dict) -> str:
                  (f"{result['method']}, IPC {ipc}, {arch} (control)", cross["distilled"])]
     if "skipped" not in ctrl.get("init_only", {"skipped": 1}):
         rows.append((f"{result['method']} init only, IPC {ipc} (control)", ctrl["init_only"]))
+    return rows
+
+
+def format_result_table(result: dict) -> str:
+    """A Markdown table: baselines, the random control, the distilled set and its controls, with their cost."""
+    n = result["noise"]
+    head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
+            f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
     lines = [head, "", "| training set | test acc (%) | runs | cost (s) | images processed |", "|---|---|---|---|---|"]
-    for label, r in rows:
+    for label, r in result_rows(result):
         if "skipped" in r:
             lines.append(f"| {label} | skipped | – | – | – |")
             continue
