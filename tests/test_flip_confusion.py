@@ -29,3 +29,6 @@ def test_a_file_that_is_not_a_result_is_refused_by_name(tmp_path):
         flip_confusion.read_result(bad)
     with pytest.raises(SystemExit, match="cannot read it as JSON"):
         flip_confusion.read_result(tmp_path / "missing.json")
+    bad.write_text(json.dumps({"dataset": "cifar10", "method": "dm", "ipc": 10, "results": []}))
+    with pytest.raises(SystemExit, match="no results.full_noisy, results.random, results.distilled"):
+        flip_confusion.read_result(bad)

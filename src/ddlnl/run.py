@@ -392,8 +392,10 @@ def read_result(path: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read it as JSON ({e})", fix) from None
     missing = [k for k in ("method", "ipc", "results") if not isinstance(result, dict) or k not in result]
-    missing += [f"results.{k}" for k in ("full_noisy", "random", "distilled")
-                if not missing and not isinstance(result["results"].get(k), dict)]
+    if not missing:
+        res = result["results"]
+        missing = [f"results.{k}" for k in ("full_noisy", "random", "distilled")
+                   if not isinstance(res, dict) or not isinstance(res.get(k), dict)]
     if missing:
         raise DataError(f"{path}: not a ddlnl result.json (no {', '.join(missing)})", fix)
     return result
