@@ -240,3 +240,149 @@ def test_preset_baselines_sections_validate():
         apply_overrides(load_preset("smoke"), ["baselines.gce.train={epochz: 1}"])
     with pytest.raises(ConfigError, match="cross_arch"):
         apply_overrides(load_preset("smoke"), ["evaluation.cross_arch=vgg99"])
+
+
+# -- one trainer, one contract ------------------------------------------------------------------
+def fake_cleanlab(monkeypatch):
+    """A stand-in for the optional AGPL cleanlab: flag the samples whose predicted class is not their label."""
+    from types import ModuleType
+
+    filt = ModuleType("cleanlab.filter")
+    filt.find_label_issues = lambda labels, pred_probs, filter_by=None: pred_probs.argmax(1) != labels
+    mod = ModuleType("cleanlab")
+    mod.filter = filt
+    monkeypatch.setitem(sys.modules, "cleanlab", mod)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", filt)
+
+
+SMALL = {"coteaching": {"num_gradual": 2}, "dividemix": {"warmup": 2, "rampup_epochs": 1}, "cleanlab": {"folds": 2}}
+
+
+def test_every_registered_baseline_implements_train(monkeypatch):
+    """``train`` is the one method of the contract: no baseline dodges it (no NotImplementedError stub)."""
+    import inspect
+
+    from ddlnl.baselines.base import Baseline, RunOutcome
+
+    fake_cleanlab(monkeypatch)
+    assert not inspect.isabstract(Baseline) and not getattr(Baseline, "__abstractmethods__", None)
+    ctx = BaselineContext(tiny_data(), PRESET, seed=0)
+    for name in list_baselines():
+        b = create_baseline(name, **SMALL.get(name, {}))
+        assert type(b).run is Baseline.run, f"{name} overrides run()"
+        b.prepare(ctx)
+        out = b.train(ctx, 0)
+        assert isinstance(out, RunOutcome) and out.images_processed >= 4, name  # cleanlab: the kept samples only
+        assert isinstance(out.net, torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", ["ce", "gce", "sce"])
+def test_loss_baselines_equal_the_one_trainer_bit_for_bit(name):
+    """CE/GCE/SCE through the baseline = train_network called directly, same seeds (``seed*1000 + r``)."""
+    from ddlnl.evaluate import accuracy_report, build_model, evaluate_set, test_predictions
+    from ddlnl.train import train_network
+
+    data, preset = tiny_data(), {**PRESET, "baseline": {**PRESET["baseline"], "runs": 2}}
+    b = create_baseline(name)
+    ev = b.run(BaselineContext(data, preset, seed=3))
+    cfg = TrainConfig.from_dict(preset["baseline"]["train"], **b.loss_options())
+    direct = []
+    for r in range(2):
+        torch.manual_seed(3000 + r)
+        net = build_model(preset["model"], 3, 8)
+        train_network(net, data.x_train, data.y_train_noisy, cfg, generator=torch.Generator().manual_seed(3000 + r))
+        direct.append(accuracy_report(test_predictions(net, data.x_test), data.y_test, 3)[0])
+    assert ev.accs == direct and ev.train == cfg.to_dict()
+    same = evaluate_set(data.x_train, data.y_train_noisy, test_images=data.x_test, test_labels=data.y_test, num_classes=3,
+                        model=preset["model"], train=cfg, runs=2, seed=3)
+    assert ev.accs == same.accs and ev.confusion == same.confusion
+
+
+def test_cleanlab_trains_its_runs_on_the_kept_samples(monkeypatch):
+    fake_cleanlab(monkeypatch)
+    b = create_baseline("cleanlab", folds=2)
+    ev = b.run(BaselineContext(tiny_data(), PRESET))
+    kept = b.details["kept"]
+    assert kept + b.details["flagged"] == 72 and "runs" not in b.details
+    # 2 folds of 36 training images x 4 epochs + 72 held-out predictions, then one run on the kept samples
+    assert ev.images_processed == 2 * 36 * 4 + 72 + kept * 4
+
+
+@pytest.mark.parametrize("name", ["coteaching", "dividemix"])
+def test_two_network_baselines_honour_the_shared_recipe(monkeypatch, name):
+    """Optimiser, per-epoch lr schedule, epochs, augmentation and compile all come from ``baseline.train``."""
+    import ddlnl.augment
+    from ddlnl.train import lr_at
+
+    steps, augmented, compiled = [], [], []
+    adam_step = torch.optim.Adam.step
+
+    def spy_step(opt, *a, **k):
+        steps.append(opt.param_groups[0]["lr"])
+        return adam_step(opt, *a, **k)
+
+    crop_flip = ddlnl.augment.crop_flip
+
+    def spy_crop_flip(x, **k):
+        augmented.append(x.shape[0])
+        return crop_flip(x, **k)
+
+    def fake_compile(net, **k):
+        compiled.append(net)
+        return net
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
+    monkeypatch.setattr(ddlnl.augment, "crop_flip", spy_crop_flip)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train = {"epochs": 5, "batch_size": 16, "lr": 0.01, "optimizer": "adam", "schedule": "step", "warmup_epochs": 1.5,
+             "augment": "crop_flip", "compile": True}
+    preset = {**PRESET, "baseline": {"runs": 1, "train": train}}
+    b = create_baseline(name, **SMALL[name])
+    ev = b.run(BaselineContext(tiny_data(), preset, seed=0))
+    cfg = TrainConfig.from_dict(train)
+    assert ev.train == cfg.to_dict() and len(compiled) == 2  # both networks compiled
+    if name == "coteaching":
+        per_epoch = [5] * 5  # ceil(72 / 16) joint steps of both networks
+        assert sum(augmented) == 72 * 5  # one draw per batch, shared by the networks
+    else:
+        hist = b.details["runs"][0]["history"]
+        assert len(hist) == 5
+        per_epoch = [2 * 5 if h["phase"] == "warmup" else sum(-(-k // 16) for k in h["labelled"]) for h in hist]
+        assert sum(augmented) > 2 * 72 * 5
+    expected = [lr_at(cfg, e) for e, k in enumerate(per_epoch) for _ in range(k)]
+    assert steps == pytest.approx(expected) and sorted(set(expected)) == pytest.approx([0.001, 0.01 / 1.5, 0.01])  # warm-up, step
+
+
+def test_two_network_baselines_refuse_a_recipe_loss():
+    for name in ("coteaching", "dividemix"):
+        preset = {**PRESET, "baseline": {"runs": 1, "train": {**PRESET["baseline"]["train"], "loss": "gce"}}}
+        with pytest.raises(ConfigError, match="own loss"):
+            create_baseline(name, **SMALL[name]).run(BaselineContext(tiny_data(), preset))
+
+
+def test_coteaching_resumes_through_the_trainer_exactly():
+    """The trainer's resume covers both networks and the hook's diagnostics: 2 + 2 epochs = 4 epochs."""
+    import copy
+
+    from ddlnl.baselines.coteaching import CoTeachingHook
+    from ddlnl.evaluate import build_model
+    from ddlnl.train import train_network
+
+    data = tiny_data()
+    cfg = TrainConfig.from_dict(PRESET["baseline"]["train"])
+    sched, clean = forget_schedule(0.4, 4, 2), torch.as_tensor(data.splits.train.labels)
+
+    def fresh():
+        torch.manual_seed(0)
+        return [build_model(PRESET["model"], 3, 8) for _ in range(2)], CoTeachingHook(sched, clean), torch.Generator().manual_seed(0)
+
+    nets, hook, g = fresh()
+    saved = {}
+    train_network(nets, data.x_train, data.y_train_noisy, cfg, generator=g, hook=hook,
+                  epoch_callback=lambda e, _n, state: saved.setdefault(e, copy.deepcopy(state())))  # as if saved to disk
+    nets2, hook2, g2 = fresh()
+    train_network(nets2, data.x_train, data.y_train_noisy, cfg, generator=g2, hook=hook2, resume=saved[1])
+    for a, b in zip(nets, nets2):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert hook2.state_dict() == hook.state_dict() and len(hook.kept_fraction) == 4

@@ -92,3 +92,34 @@ def test_compile_routes_full_batches_and_a_partial_batch_only_when_it_carries_en
                           generator=torch.Generator().manual_seed(0))
     assert set(seen) == compiled_sizes
     assert seen.count(4) == 2 * 2 and stats.images_processed == 20
+
+
+def test_a_hook_sweeping_a_subset_equals_training_on_that_subset():
+    """The hook API (epoch plan of sweeps + per-batch loss) reuses the trainer's batch drawing and
+    augmentation: sweeping indices S is bit-for-bit training on images[S], and a second network in
+    the list that the loss never touches is left as it was."""
+    from ddlnl.train import Sweep, TrainHook
+
+    x, y = separable(60)
+    subset = torch.arange(0, 60, 2)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, augment="crop_flip", schedule="cosine")
+
+    class Subset(TrainHook):
+        def plan(self, epoch, run):
+            return [Sweep(indices=subset)]
+
+        def loss(self, step):
+            assert torch.equal(step.y, y[step.idx])
+            return super().loss(step)
+
+    torch.manual_seed(0)
+    a = create_model("convnet", 2, image_size=8, width=4, depth=1)
+    idle = create_model("convnet", 2, image_size=8, width=4, depth=1)
+    before = [p.detach().clone() for p in idle.parameters()]
+    torch.manual_seed(0)
+    b = create_model("convnet", 2, image_size=8, width=4, depth=1)
+    sa = train_network([a, idle], x, y, cfg, generator=torch.Generator().manual_seed(1), hook=Subset())
+    sb = train_network(b, x[subset], y[subset], cfg, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(idle.parameters(), before))
+    assert sa.epoch_losses == sb.epoch_losses and sa.images_processed == sb.images_processed == 3 * 30

@@ -2,13 +2,17 @@
 
 Baselines on the full noisy set, expert networks, and evaluation networks trained on a
 distilled set all use it, so that a difference between two numbers in a table is a
-difference in data, never in training code.
+difference in data, never in training code. Methods that train differently (Co-teaching's
+small-loss selection, DivideMix's co-divide and MixMatch) do so through a :class:`TrainHook`
+on it, and may train several networks jointly; the optimiser, schedule, batch drawing,
+augmentation, compile option and resume stay the trainer's.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -225,8 +229,85 @@ def augment_batch(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator 
     return x
 
 
+@dataclass
+class Sweep:
+    """One pass of an epoch: batches of ``cfg.batch_size`` from a fresh permutation of ``indices``
+    (``None``: every sample), each batch augmented once by the trainer.
+
+    ``tag`` is handed back to the hook's loss (e.g. which network the sweep trains); ``start``
+    runs right after the permutation is drawn; ``forwards`` is how many forward passes per
+    sample the trainer adds to ``images_processed`` (a hook adds others with ``TrainRun.count``).
+    """
+
+    indices: torch.Tensor | None = None
+    tag: object = None
+    start: Callable[[], None] | None = None
+    forwards: int = 1
+
+
+@dataclass
+class TrainRun:
+    """What a hook may use while :func:`train_network` runs: the (eager) networks, the data on the
+    training device, the recipe, the batch/augmentation generator and the running statistics."""
+
+    nets: list[nn.Module]
+    images: torch.Tensor
+    labels: torch.Tensor
+    cfg: TrainConfig
+    generator: torch.Generator | None
+    stats: TrainStats
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Another draw of the recipe's augmentation (e.g. a second view of the batch)."""
+        return augment_batch(x, self.cfg, self.generator)
+
+    def count(self, images: int) -> None:
+        """Add forward passes the trainer does not see (extra views, a per-sample loss pass)."""
+        self.stats.images_processed += int(images)
+
+
+@dataclass
+class Step:
+    """One batch, as the hook's loss sees it. ``nets`` are the forward callables of the networks for
+    this batch (compiled under ``cfg.compile`` for full batches, eager otherwise)."""
+
+    run: TrainRun
+    epoch: int
+    sweep: Sweep
+    batch: int  # index of the batch within its sweep
+    batches: int  # batches in the sweep
+    idx: torch.Tensor  # sample indices
+    x: torch.Tensor  # images[idx], augmented
+    y: torch.Tensor  # labels[idx]
+    nets: list
+
+
+class TrainHook:
+    """How a method changes :func:`train_network`; this base class is plain training.
+
+    ``plan(epoch, run)`` is called at the start of every epoch, after the lr is set, and returns the
+    epoch's sweeps (plain training: one sweep over every sample; DivideMix co-divides here);
+    ``loss(step)`` returns one batch's loss (plain training: the configured loss of network 0, with
+    CutMix; Co-teaching selects small-loss samples here). The trainer owns the rest: one optimiser
+    over all networks' parameters, the lr schedule, batch drawing, augmentation, compile, loss
+    bookkeeping and resume (``state_dict``/``load_state_dict`` carry the hook's own state).
+    """
+
+    def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
+        return [Sweep()]
+
+    def loss(self, step: Step) -> torch.Tensor:
+        return batch_loss(step.nets[0], step.x, step.y, step.run.cfg, step.run.generator)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def train_network(
-    net: nn.Module,
+    net: nn.Module | Sequence[nn.Module],
     images: torch.Tensor,
     labels: torch.Tensor,
     cfg: TrainConfig,
@@ -236,6 +317,7 @@ def train_network(
     desc: str = "train",
     epoch_callback=None,
     resume: dict | None = None,
+    hook: TrainHook | None = None,
 ) -> TrainStats:
     """Train ``net`` in place on preprocessed ``images`` (N, 3, H, W) with SGD.
 
@@ -244,6 +326,10 @@ def train_network(
     (if given) is called as ``epoch_callback(epoch, net, state)`` after every epoch, where
     ``state()`` returns what :func:`training_state` needs to resume; pass that dict back as
     ``resume`` to continue after its epoch exactly as if never interrupted.
+
+    ``net`` may be a list of networks trained jointly (one optimiser over all their parameters,
+    which for SGD and Adam is the same as one optimiser per network); ``hook`` (a
+    :class:`TrainHook`) then says which samples each epoch sweeps and what each batch's loss is.
     """
     from tqdm.auto import tqdm
 
@@ -251,61 +337,86 @@ def train_network(
         raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels", "pass one label per image")
     if images.shape[0] == 0:
         raise ConfigError("cannot train on an empty set", "check the dataset and IPC")
-    device = next(net.parameters()).device
+    nets = list(net) if isinstance(net, (list, tuple)) else [net]
+    hook = hook or TrainHook()
+    device = next(nets[0].parameters()).device
     images, labels = images.to(device), labels.to(device)
-    opt = make_optimizer(net.parameters(), cfg)
-    first = restore_training_state(resume, net, opt, generator)
+    opt = make_optimizer([p for m in nets for p in m.parameters()], cfg)
+    first = restore_training_state(resume, net, opt, generator, hook)
     n = images.shape[0]
     # dynamic=False: one static graph per batch shape (at most two), not a slower dynamic-shape one.
-    forward = torch.compile(net, dynamic=False) if cfg.compile else net
-    partial = n % cfg.batch_size
-    compile_partial = cfg.compile and partial * (cfg.epochs - first) >= COMPILE_MIN_IMAGES
+    forwards = [torch.compile(m, dynamic=False) for m in nets] if cfg.compile else nets
     stats = TrainStats()
+    run = TrainRun(nets, images, labels, cfg, generator, stats)
     start = time.perf_counter()
-    net.train()
+    for m in nets:
+        m.train()
     bar = tqdm(range(first, cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        order = torch.randperm(n, generator=generator, device="cpu").to(device)
         total, count = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            x = augment_batch(images[idx], cfg, generator)
-            model = forward if idx.numel() == cfg.batch_size or compile_partial else net
-            loss = batch_loss(model, x, labels[idx], cfg, generator)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-            count += idx.numel()
-        stats.epoch_losses.append(total / count)
-        stats.images_processed += n
+        for sweep in hook.plan(epoch, run):
+            size = n if sweep.indices is None else int(sweep.indices.numel())
+            order = torch.randperm(size, generator=generator, device="cpu").to(device)
+            if sweep.indices is not None:
+                order = sweep.indices.to(device)[order]
+            if sweep.start is not None:
+                sweep.start()
+            compile_partial = cfg.compile and size % cfg.batch_size * (cfg.epochs - first) >= COMPILE_MIN_IMAGES
+            batches = math.ceil(size / cfg.batch_size)
+            for b in range(batches):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x = augment_batch(images[idx], cfg, generator)
+                models = forwards if idx.numel() == cfg.batch_size or compile_partial else nets
+                loss = hook.loss(Step(run, epoch, sweep, b, batches, idx, x, labels[idx], models))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * idx.numel()
+                count += idx.numel()
+            stats.images_processed += size * sweep.forwards
+        stats.epoch_losses.append(total / max(count, 1))
         if not math.isfinite(stats.epoch_losses[-1]):
             raise FloatingPointError(f"training loss became {stats.epoch_losses[-1]} at epoch {epoch}")
         bar.set_postfix(loss=f"{stats.epoch_losses[-1]:.3f}")
         if epoch_callback is not None:
-            epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator))
+            epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator, hook))
     stats.seconds = time.perf_counter() - start
     return stats
 
 
-def training_state(epoch: int, net: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator | None) -> dict:
-    """What resuming after ``epoch`` needs: weights, optimiser state, the batch/augmentation generator
-    and the global torch RNG (tensors and containers only, so it loads with ``weights_only=True``)."""
-    return {"epoch": epoch, "net": {k: v.detach().clone() for k, v in net.state_dict().items()},
-            "opt": opt.state_dict(), "generator": None if generator is None else generator.get_state(),
-            "torch_rng": torch.get_rng_state()}
+def training_state(epoch: int, net: nn.Module | Sequence[nn.Module], opt: torch.optim.Optimizer,
+                   generator: torch.Generator | None, hook: TrainHook | None = None) -> dict:
+    """What resuming after ``epoch`` needs: weights (a list for several networks), optimiser state, the
+    batch/augmentation generator, the global torch RNG and the hook's state (tensors and containers
+    only, so it loads with ``weights_only=True``)."""
+    def weights(m):
+        return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    state = {"epoch": epoch, "net": [weights(m) for m in net] if isinstance(net, (list, tuple)) else weights(net),
+             "opt": opt.state_dict(), "generator": None if generator is None else generator.get_state(),
+             "torch_rng": torch.get_rng_state()}
+    hook_state = hook.state_dict() if hook is not None else {}
+    if hook_state:
+        state["hook"] = hook_state
+    return state
 
 
-def restore_training_state(state: dict | None, net: nn.Module, opt: torch.optim.Optimizer,
-                           generator: torch.Generator | None) -> int:
+def restore_training_state(state: dict | None, net: nn.Module | Sequence[nn.Module], opt: torch.optim.Optimizer,
+                           generator: torch.Generator | None, hook: TrainHook | None = None) -> int:
     """Load a :func:`training_state` dict into the training objects; returns the first epoch still to run."""
     if not state:
         return 0
-    net.load_state_dict(state["net"])
+    if isinstance(net, (list, tuple)):
+        for m, w in zip(net, state["net"], strict=True):
+            m.load_state_dict(w)
+    else:
+        net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     if generator is not None and state.get("generator") is not None:
         generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    if hook is not None and state.get("hook"):
+        hook.load_state_dict(state["hook"])
     return int(state["epoch"]) + 1

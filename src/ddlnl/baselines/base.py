@@ -9,7 +9,12 @@ Implementing a new baseline
 ---------------------------
 1. Write ``ddlnl/baselines/<name>.py`` with a subclass of :class:`Baseline` that sets
    ``name`` and an ``Options`` dataclass (the method's hyper-parameters with the paper's
-   CIFAR-10 defaults) and implements :meth:`Baseline.train`.
+   CIFAR-10 defaults). :meth:`Baseline.train` is the one method a baseline implements; its
+   default is the one trainer with :meth:`Baseline.train_config` on the full noisy set (enough
+   for a loss: override ``train_config``). A method that trains differently overrides
+   ``train`` and still calls :func:`ddlnl.train.train_network`, with a
+   :class:`ddlnl.train.TrainHook` (sample selection, co-divide) and, if it needs them, several
+   networks. Work shared by all runs (cleanlab's pruning) goes in :meth:`Baseline.prepare`.
 2. Decorate it with ``@register_baseline`` and import the module in ``baselines/__init__.py``.
 3. Give it an entry under ``baselines:`` in each preset (``smoke``, ``quick``, ``paper``).
 
@@ -19,7 +24,7 @@ for this baseline only (e.g. a longer schedule). Leave it out to keep the shared
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -29,8 +34,9 @@ from torch import nn
 
 from ddlnl.errors import ConfigError, DdlnlError
 from ddlnl.evaluate import EvalResult, build_model, evaluate_runs
-from ddlnl.train import TrainConfig
+from ddlnl.train import TrainConfig, train_network
 from ddlnl.utils.registry import Configurable, Registry
+from ddlnl.utils.runtime import generator as make_generator
 
 
 class BaselineUnavailable(DdlnlError):
@@ -66,7 +72,15 @@ class RunOutcome:
     details: dict = field(default_factory=dict)
 
 
-class Baseline(Configurable, ABC):
+@dataclass
+class Prepared:
+    """What :meth:`Baseline.prepare` did once for all runs: its cost and its diagnostics."""
+
+    images_processed: int = 0
+    details: dict = field(default_factory=dict)
+
+
+class Baseline(Configurable):
     kind = "baseline"
     description: ClassVar[str] = ""
 
@@ -86,9 +100,15 @@ class Baseline(Configurable, ABC):
     def check(self) -> None:
         """Raise :class:`BaselineUnavailable` when an optional dependency is missing."""
 
+    def prepare(self, ctx: BaselineContext) -> Prepared:
+        """Work done once before the runs, shared by all of them (cleanlab: find the samples to prune)."""
+        return Prepared()
+
     def run(self, ctx: BaselineContext) -> EvalResult:
         """Train ``ctx.runs`` networks (seeds ``seed*1000 + r``) and test each on the clean test set."""
         self.check()
+        start = time.perf_counter()
+        prepared = self.prepare(ctx)
         d = ctx.data
         per_run = []
 
@@ -99,12 +119,28 @@ class Baseline(Configurable, ABC):
 
         result = evaluate_runs(train_one, runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
                                num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"])
-        self.details = {"runs": per_run} if any(per_run) else {}
+        result.images_processed += prepared.images_processed
+        result.seconds = time.perf_counter() - start
+        self.details = dict(prepared.details) | ({"runs": per_run} if any(per_run) else {})
         return result
 
-    @abstractmethod
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
-        """Train one run's network(s) from ``seed`` and return the network to test."""
+        """Train one run's network(s) from ``seed`` and return the network to test.
+
+        Default: one network (``torch.manual_seed(seed)``) trained by the one trainer with
+        :meth:`train_config` on the full noisy training set, exactly as ``evaluate_set`` trains a run.
+        """
+        d = ctx.data
+        return self.train_one_network(ctx, seed, d.x_train, d.y_train_noisy)
+
+    def train_one_network(self, ctx: BaselineContext, seed: int, images: torch.Tensor, labels: torch.Tensor, *,
+                          desc: str | None = None) -> RunOutcome:
+        """A fresh network from ``seed`` trained on (images, labels) by :func:`ddlnl.train.train_network`."""
+        torch.manual_seed(seed)
+        net = ctx.model()
+        stats = train_network(net, images, labels, self.train_config(ctx.preset), generator=make_generator(seed),
+                              progress=ctx.progress, desc=desc or self.name)
+        return RunOutcome(net, stats.images_processed)
 
 
 class Ensemble(nn.Module):

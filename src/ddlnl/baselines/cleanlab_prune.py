@@ -10,7 +10,6 @@ baseline as skipped and goes on.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,11 +19,11 @@ from ddlnl.baselines.base import (
     Baseline,
     BaselineContext,
     BaselineUnavailable,
+    Prepared,
     RunOutcome,
     register_baseline,
 )
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import EvalResult, evaluate_set
 from ddlnl.train import train_network
 from ddlnl.utils.runtime import generator as make_generator
 
@@ -58,11 +57,11 @@ class CleanlabPrune(Baseline):
     def check(self) -> None:
         import_cleanlab_filter()
 
-    def run(self, ctx: BaselineContext) -> EvalResult:
+    def prepare(self, ctx: BaselineContext) -> Prepared:
+        """Cross-validated predicted probabilities, then cleanlab's label issues: the samples every run prunes."""
         cl_filter = import_cleanlab_filter()
         d, o = ctx.data, self.options
         cfg = self.train_config(ctx.preset)
-        start = time.perf_counter()
         labels = d.noisy.labels.astype(np.int64)
         n = labels.size
         rng = np.random.default_rng(ctx.seed)
@@ -86,16 +85,13 @@ class CleanlabPrune(Baseline):
             pred_probs[te] = probs.double().numpy()
             processed += len(te)
         issues = np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=o.filter_by), dtype=bool)
-        keep = np.flatnonzero(~issues)
+        self._keep = keep = np.flatnonzero(~issues)
         clean = np.asarray(d.splits.train.labels) == labels
-        ev = evaluate_set(d.x_train[keep], d.y_train_noisy[keep], test_images=d.x_test, test_labels=d.y_test,
-                          num_classes=d.num_classes, model=ctx.preset["model"], train=cfg, runs=ctx.runs, seed=ctx.seed,
-                          device=ctx.device, progress=ctx.progress, desc="cleanlab")
-        ev.images_processed += processed
-        ev.seconds = time.perf_counter() - start
-        self.details = {"kept": int(keep.size), "flagged": int(issues.sum()), "kept_label_precision": float(clean[keep].mean()),
-                        "flagged_noisy_fraction": float((~clean[issues]).mean()) if issues.any() else None}
-        return ev
+        return Prepared(processed, {"kept": int(keep.size), "flagged": int(issues.sum()),
+                                    "kept_label_precision": float(clean[keep].mean()),
+                                    "flagged_noisy_fraction": float((~clean[issues]).mean()) if issues.any() else None})
 
-    def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:  # pragma: no cover - run() is overridden
-        raise NotImplementedError
+    def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
+        """The CE baseline's run on the samples :meth:`prepare` kept."""
+        d = ctx.data
+        return self.train_one_network(ctx, seed, d.x_train[self._keep], d.y_train_noisy[self._keep])

@@ -7,9 +7,10 @@ rate R(e) rises linearly from 0 to ``forget_rate`` over the first ``num_gradual`
 ``forget_rate: null`` takes the noise rate estimate: the nominal rate of the noise model
 (the paper assumes it known); for CIFAR-N label sets, the rate of the whole published set.
 
-Same backbone, augmentation (one draw per batch, shared by the two networks), optimiser and
-schedule as the CE baseline (``baseline.train``); network 1 is tested, network 2's accuracy is
-in ``details``.
+Trains through the one trainer (:func:`ddlnl.train.train_network` with both networks and a
+:class:`CoTeachingHook`), so backbone, augmentation (one draw per batch, shared by the two
+networks), optimiser, schedule, compile and epochs are the CE baseline's (``baseline.train``);
+network 1 is tested, network 2's accuracy is in ``details``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ddlnl.baselines.base import (
 )
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
-from ddlnl.train import augment_batch, lr_at
+from ddlnl.train import Step, Sweep, TrainConfig, TrainHook, TrainRun, train_network
 from ddlnl.utils.runtime import generator as make_generator
 
 
@@ -52,6 +53,54 @@ def small_loss_exchange(loss1: torch.Tensor, loss2: torch.Tensor, forget_rate: f
     keep1 = torch.argsort(loss1.detach())[:k]  # samples net 1 finds clean
     keep2 = torch.argsort(loss2.detach())[:k]
     return keep2, keep1
+
+
+def check_method_loss(cfg: TrainConfig, method: str) -> None:
+    """Co-teaching and DivideMix define their own losses: refuse a recipe that asks for another one."""
+    if cfg.loss != "ce" or cfg.cutmix_prob > 0:
+        raise ConfigError(f"{method} defines its own loss; baseline.train asks for loss {cfg.loss!r}, cutmix_prob {cfg.cutmix_prob}",
+                          f"give baselines.{method} a train override with loss: ce and cutmix_prob: 0")
+
+
+class CoTeachingHook(TrainHook):
+    """Both networks see every batch (one augmentation draw); each is updated on its peer's
+    ``1 - R(epoch)`` smallest-loss samples. Records per-epoch diagnostics (``clean`` labels are
+    read for those only)."""
+
+    def __init__(self, schedule: np.ndarray, clean: torch.Tensor):
+        self.schedule, self.clean = schedule, clean
+        self.kept_fraction: list[float] = []
+        self.kept_label_precision: list[float] = []
+        self.epoch_losses: list[float] = []
+
+    def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
+        self._counts = [0, 0, 0.0]  # kept, kept with a correct label, net 1's loss sum
+        self._n = run.images.shape[0]
+        return [Sweep(forwards=2)]  # every sample, through both networks
+
+    def loss(self, step: Step) -> torch.Tensor:
+        out1, out2 = step.nets[0](step.x), step.nets[1](step.x)
+        l1 = F.cross_entropy(out1, step.y, reduction="none")
+        l2 = F.cross_entropy(out2, step.y, reduction="none")
+        upd1, upd2 = small_loss_exchange(l1, l2, float(self.schedule[step.epoch]))
+        loss1, loss2 = l1[upd1].mean(), l2[upd2].mean()
+        c = self._counts
+        c[0] += upd1.numel()
+        c[1] += int((step.y[upd1] == self.clean[step.idx][upd1]).sum())
+        c[2] += float(loss1.detach()) * step.idx.numel()
+        if step.batch == step.batches - 1:  # the epoch's last batch: close its diagnostics
+            self.kept_fraction.append(c[0] / self._n)
+            self.kept_label_precision.append(c[1] / max(c[0], 1))
+            self.epoch_losses.append(c[2] / self._n)
+        return loss1 + loss2
+
+    def state_dict(self) -> dict:
+        return {"kept_fraction": list(self.kept_fraction), "kept_label_precision": list(self.kept_label_precision),
+                "epoch_losses": list(self.epoch_losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kept_fraction, self.kept_label_precision = list(state["kept_fraction"]), list(state["kept_label_precision"])
+        self.epoch_losses = list(state["epoch_losses"])
 
 
 def noise_rate_estimate(data) -> float:
@@ -80,50 +129,18 @@ class CoTeaching(Baseline):
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
         o, d = self.options, ctx.data
         cfg = self.train_config(ctx.preset)
+        check_method_loss(cfg, self.name)
         rate = noise_rate_estimate(d) if o.forget_rate is None else float(o.forget_rate)
         sched = forget_schedule(rate, cfg.epochs, o.num_gradual, o.exponent)
         torch.manual_seed(seed)
         net1 = ctx.model()
         torch.manual_seed(seed + 7919)
         net2 = ctx.model()
-        g = make_generator(seed)
-        opts = [torch.optim.SGD(n.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) for n in (net1, net2)]
-        x_all, y_all = d.x_train.to(ctx.device), d.y_train_noisy.to(ctx.device)
         clean = torch.tensor(d.splits.train.labels, dtype=torch.long).to(ctx.device)  # diagnostics only
-        n = x_all.shape[0]
-        kept_frac, kept_clean, losses = [], [], []
-        from tqdm.auto import tqdm
-
-        net1.train(), net2.train()
-        for epoch in tqdm(range(cfg.epochs), desc="coteaching", disable=not ctx.progress, leave=False):
-            for opt in opts:
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(cfg, epoch)
-            order = torch.randperm(n, generator=g).to(ctx.device)
-            kept = clean_kept = 0
-            total = 0.0
-            for i in range(0, n, cfg.batch_size):
-                idx = order[i : i + cfg.batch_size]
-                x, y = augment_batch(x_all[idx], cfg, g), y_all[idx]
-                out1, out2 = net1(x), net2(x)
-                l1 = F.cross_entropy(out1, y, reduction="none")
-                l2 = F.cross_entropy(out2, y, reduction="none")
-                upd1, upd2 = small_loss_exchange(l1, l2, float(sched[epoch]))
-                loss1, loss2 = l1[upd1].mean(), l2[upd2].mean()
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
-                (loss1 + loss2).backward()
-                for opt in opts:
-                    opt.step()
-                kept += upd1.numel()
-                clean_kept += int((y[upd1] == clean[idx][upd1]).sum())
-                total += float(loss1.detach()) * idx.numel()
-            if not np.isfinite(total):
-                raise FloatingPointError(f"co-teaching loss became {total} at epoch {epoch}")
-            kept_frac.append(kept / n)
-            kept_clean.append(clean_kept / max(kept, 1))
-            losses.append(total / n)
+        hook = CoTeachingHook(sched, clean)
+        stats = train_network([net1, net2], d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed),
+                              progress=ctx.progress, desc=self.name, hook=hook)
         acc2, _, _ = accuracy_report(test_predictions(net2, d.x_test), d.y_test, d.num_classes)
-        details = {"forget_rate": rate, "schedule": [float(v) for v in sched], "kept_fraction": kept_frac,
-                   "kept_label_precision": kept_clean, "epoch_losses": losses, "net2_acc": acc2}
-        return RunOutcome(net1, 2 * n * cfg.epochs, details)
+        details = {"forget_rate": rate, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
+                   "kept_label_precision": hook.kept_label_precision, "epoch_losses": hook.epoch_losses, "net2_acc": acc2}
+        return RunOutcome(net1, stats.images_processed, details)

@@ -14,15 +14,17 @@ Two networks. After ``warmup`` epochs of cross-entropy on all noisy labels, ever
    Loss = CE on mixed labelled + lambda_u(e) * MSE on mixed unlabelled + a uniform-prior
    penalty, with lambda_u ramped linearly over ``rampup_epochs`` after warm-up.
 
-Optimiser, schedule, batch size and augmentation come from ``baseline.train`` (the same as
-the CE baseline); the test prediction is the sum of both networks' softmax, as in the paper.
+Trains through the one trainer (:func:`ddlnl.train.train_network` with both networks and a
+:class:`DivideMixHook`: co-divide is its epoch plan, MixMatch its batch loss), so optimiser,
+schedule, epochs, batch size, augmentation and compile come from ``baseline.train`` (the same
+as the CE baseline); ``warmup`` counts epochs within ``baseline.train.epochs``. The test
+prediction is the sum of both networks' softmax, as in the paper.
 Defaults are the paper's CIFAR-10 values (lambda_u 25 is its 50%/80% symmetric setting;
 its Table 7 uses 0 at 20% symmetric and asymmetric noise; set it per setting).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,10 +38,11 @@ from ddlnl.baselines.base import (
     RunOutcome,
     register_baseline,
 )
+from ddlnl.baselines.coteaching import check_method_loss
 from ddlnl.baselines.gmm import clean_probability
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
-from ddlnl.train import augment_batch, lr_at
+from ddlnl.train import Step, Sweep, TrainHook, TrainRun, train_network
 from ddlnl.utils.runtime import generator as make_generator
 
 
@@ -64,6 +67,131 @@ def co_divide(prob: np.ndarray, p_threshold: float) -> tuple[np.ndarray, np.ndar
         labelled = np.array([int(np.argmax(prob))])
     unlabelled = np.setdiff1d(np.arange(prob.size), labelled)
     return labelled, unlabelled
+
+
+@dataclass
+class _Division:
+    """One network's MixMatch sweep of an epoch: it trains on the division made by its peer."""
+
+    k: int  # the network that trains
+    unlabelled: torch.Tensor  # sample indices
+    w: torch.Tensor  # (N,) clean probability of each sample by the peer's GMM (read on the labelled set)
+    unl_order: torch.Tensor | None = None
+    u_pos: int = 0
+
+
+class DivideMixHook(TrainHook):
+    """Warm-up epochs: one CE sweep over all samples per network. Later epochs: co-divide in
+    :meth:`plan` (per-sample losses → GMM → each network's labelled set is its peer's division),
+    then one MixMatch sweep per network over its labelled set, MixMatch being :meth:`loss`.
+    ``clean`` (the true labels' agreement with the noisy ones) feeds the diagnostics only."""
+
+    def __init__(self, options, clean: np.ndarray, seed: int):
+        self.o, self.clean = options, clean
+        self.rng = np.random.default_rng(seed)  # mixup's Beta draws
+        self.history: list[dict] = []
+
+    def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
+        o, n = self.o, run.images.shape[0]
+        if epoch < o.warmup:
+            self._warm = [0.0, 0.0]
+            self.history.append({"epoch": epoch, "phase": "warmup", "loss": self._warm})
+            return [Sweep(tag=k) for k in (0, 1)]
+        probs = []
+        for net in run.nets:
+            probs.append(clean_probability(per_sample_losses(net, run.images, run.labels).numpy(), max_iter=o.gmm_max_iter,
+                                           tol=o.gmm_tol, reg_covar=o.gmm_reg_covar))
+            run.count(n)
+        row = {"epoch": epoch, "phase": "dividemix", "labelled": [], "labelled_precision": [], "labelled_recall": []}
+        sweeps = []
+        dev = run.images.device
+        for k in (0, 1):  # net k trains on the division made by the other network
+            lab, unl = co_divide(probs[1 - k], o.p_threshold)
+            w = torch.zeros(n, dtype=torch.float32)
+            w[lab] = torch.as_tensor(probs[1 - k][lab], dtype=torch.float32)
+            div = _Division(k, torch.as_tensor(unl, device=dev), w.to(dev))
+            sweeps.append(Sweep(indices=torch.as_tensor(lab), tag=div, start=lambda div=div: self._start(div, run), forwards=0))
+            row["labelled"].append(int(lab.size))
+            row["labelled_precision"].append(float(self.clean[lab].mean()))
+            row["labelled_recall"].append(float(self.clean[lab].sum() / max(self.clean.sum(), 1)))
+        self.history.append(row)
+        return sweeps
+
+    def _start(self, div: _Division, run: TrainRun) -> None:
+        """After the labelled permutation: the unlabelled one; the peer guesses in eval mode."""
+        div.unl_order = torch.randperm(max(div.unlabelled.numel(), 1), generator=run.generator).to(run.images.device)
+        run.nets[div.k].train()
+        run.nets[1 - div.k].eval()
+
+    def loss(self, step: Step) -> torch.Tensor:
+        if isinstance(step.sweep.tag, int):
+            return self._warmup_loss(step)
+        return self._mixmatch_loss(step)
+
+    def _warmup_loss(self, step: Step) -> torch.Tensor:
+        k = step.sweep.tag
+        logits = step.nets[k](step.x)
+        loss = F.cross_entropy(logits, step.y)
+        if self.o.conf_penalty:
+            p = F.softmax(logits, dim=1)
+            loss = loss + (p * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        self._warm[k] += float(loss.detach()) * step.idx.numel()
+        if step.batch == step.batches - 1:
+            self._warm[k] /= step.run.images.shape[0]
+        return loss
+
+    def _mixmatch_loss(self, step: Step) -> torch.Tensor:
+        o, run, div = self.o, step.run, step.sweep.tag
+        B, dev = run.cfg.batch_size, run.images.device
+        net, peer = step.nets[div.k], step.nets[1 - div.k]
+        x_all, unl = run.images, div.unlabelled
+        yi, wi = step.y, div.w[step.idx].view(-1, 1)
+        x1, x2 = step.x, run.augment(x_all[step.idx])
+        if unl.numel():
+            take = torch.arange(div.u_pos, div.u_pos + B, device=dev) % unl.numel()
+            div.u_pos = (div.u_pos + B) % unl.numel()
+            ui = unl[div.unl_order[take]]
+            u1, u2 = run.augment(x_all[ui]), run.augment(x_all[ui])
+        else:
+            u1 = u2 = x_all[:0]
+        bx, bu = x1.shape[0], u1.shape[0]
+        with torch.no_grad():
+            out_x = net(torch.cat([x1, x2]))
+            num_classes = out_x.shape[1]
+            px = (F.softmax(out_x[:bx], 1) + F.softmax(out_x[bx:], 1)) / 2
+            targets_x = sharpen(wi * F.one_hot(yi, num_classes).float() + (1 - wi) * px, o.T)
+            parts = [targets_x, targets_x]
+            if bu:
+                uu = torch.cat([u1, u2])
+                o1, o2 = net(uu), peer(uu)
+                pu = (F.softmax(o1[:bu], 1) + F.softmax(o1[bu:], 1) + F.softmax(o2[:bu], 1) + F.softmax(o2[bu:], 1)) / 4
+                targets_u = sharpen(pu, o.T)
+                parts += [targets_u, targets_u]
+        lam = float(self.rng.beta(o.alpha, o.alpha))
+        lam = max(lam, 1 - lam)
+        inputs = torch.cat([x1, x2, u1, u2])
+        targets = torch.cat(parts)
+        perm = torch.randperm(inputs.shape[0], generator=run.generator).to(dev)
+        mixed_x = lam * inputs + (1 - lam) * inputs[perm]
+        mixed_t = lam * targets + (1 - lam) * targets[perm]
+        logits = net(mixed_x)
+        run.count(2 * bx + 4 * bu + inputs.shape[0])  # co-refinement, co-guessing (both nets), the mixed batch
+        lx, tx = logits[: 2 * bx], mixed_t[: 2 * bx]
+        loss = -(F.log_softmax(lx, 1) * tx).sum(1).mean()
+        if bu:
+            lu, tu = logits[2 * bx :], mixed_t[2 * bx :]
+            ramp = min(max((step.epoch + step.batch / step.batches - o.warmup) / o.rampup_epochs, 0.0), 1.0)
+            loss = loss + o.lambda_u * ramp * ((F.softmax(lu, 1) - tu) ** 2).mean()
+        prior = torch.full((num_classes,), 1.0 / num_classes, device=dev)
+        pred_mean = F.softmax(logits, 1).mean(0)
+        return loss + (prior * torch.log(prior / pred_mean)).sum()
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.rng.bit_generator.state = state["rng"]
 
 
 @register_baseline
@@ -94,6 +222,7 @@ class DivideMix(Baseline):
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
         o, d = self.options, ctx.data
         cfg = self.train_config(ctx.preset)
+        check_method_loss(cfg, self.name)
         if o.warmup >= cfg.epochs:
             raise ConfigError(f"dividemix warmup ({o.warmup}) must be shorter than training ({cfg.epochs} epochs)",
                               "lower baselines.dividemix.warmup or raise the epochs")
@@ -101,116 +230,11 @@ class DivideMix(Baseline):
         nets = [ctx.model()]
         torch.manual_seed(seed + 7919)
         nets.append(ctx.model())
-        g = make_generator(seed)
-        self._rng = np.random.default_rng(seed)
-        opts = [torch.optim.SGD(n.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) for n in nets]
-        x_all, y_all = d.x_train.to(ctx.device), d.y_train_noisy.to(ctx.device)
         clean = np.asarray(d.splits.train.labels) == np.asarray(d.noisy.labels)  # diagnostics only
-        self._processed = 0
-        history = []
-        from tqdm.auto import tqdm
-
-        for epoch in tqdm(range(cfg.epochs), desc="dividemix", disable=not ctx.progress, leave=False):
-            for opt in opts:
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(cfg, epoch)
-            if epoch < o.warmup:
-                losses = [self._warmup_epoch(net, opt, x_all, y_all, cfg, g) for net, opt in zip(nets, opts)]
-                history.append({"epoch": epoch, "phase": "warmup", "loss": losses})
-                continue
-            probs = []
-            for net in nets:
-                probs.append(clean_probability(per_sample_losses(net, x_all, y_all).numpy(), max_iter=o.gmm_max_iter,
-                                               tol=o.gmm_tol, reg_covar=o.gmm_reg_covar))
-                self._processed += x_all.shape[0]
-            row = {"epoch": epoch, "phase": "dividemix", "labelled": [], "labelled_precision": [], "labelled_recall": []}
-            for k in (0, 1):  # net k trains on the division made by the other network
-                lab, unl = co_divide(probs[1 - k], o.p_threshold)
-                w = torch.as_tensor(probs[1 - k][lab], dtype=torch.float32)
-                self._mixmatch_epoch(nets[k], nets[1 - k], opts[k], x_all, y_all, lab, unl, w, epoch, cfg, g)
-                row["labelled"].append(int(lab.size))
-                row["labelled_precision"].append(float(clean[lab].mean()))
-                row["labelled_recall"].append(float(clean[lab].sum() / max(clean.sum(), 1)))
-            history.append(row)
+        hook = DivideMixHook(o, clean, seed)
+        stats = train_network(nets, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed), progress=ctx.progress,
+                              desc=self.name, hook=hook)
+        for net in nets:
+            net.train()
         accs = [accuracy_report(test_predictions(n, d.x_test), d.y_test, d.num_classes)[0] for n in nets]
-        return RunOutcome(Ensemble(*nets), self._processed, {"history": history, "net_accs": accs})
-
-    def _warmup_epoch(self, net, opt, x_all, y_all, cfg, g) -> float:
-        n, total = x_all.shape[0], 0.0
-        order = torch.randperm(n, generator=g).to(x_all.device)
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            logits = net(augment_batch(x_all[idx], cfg, g))
-            loss = F.cross_entropy(logits, y_all[idx])
-            if self.options.conf_penalty:
-                p = F.softmax(logits, dim=1)
-                loss = loss + (p * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-        self._processed += n
-        if not math.isfinite(total):
-            raise FloatingPointError("DivideMix warm-up loss is not finite")
-        return total / n
-
-    def _mixmatch_epoch(self, net, peer, opt, x_all, y_all, lab, unl, w, epoch, cfg, g) -> None:
-        o, B = self.options, cfg.batch_size
-        dev = x_all.device
-        lab_t, unl_t = torch.as_tensor(lab, device=dev), torch.as_tensor(unl, device=dev)
-        w = w.to(dev)
-        num_iter = math.ceil(lab.size / B)
-        lab_order = torch.randperm(lab.size, generator=g).to(dev)
-        unl_order = torch.randperm(max(unl.size, 1), generator=g).to(dev)
-        u_pos = 0
-        net.train()
-        peer.eval()
-        for it in range(num_iter):
-            bi = lab_order[it * B : (it + 1) * B]
-            xi, yi, wi = lab_t[bi], y_all[lab_t[bi]], w[bi].view(-1, 1)
-            x1, x2 = augment_batch(x_all[xi], cfg, g), augment_batch(x_all[xi], cfg, g)
-            if unl.size:
-                take = torch.arange(u_pos, u_pos + B, device=dev) % unl.size
-                u_pos = (u_pos + B) % unl.size
-                ui = unl_t[unl_order[take]]
-                u1, u2 = augment_batch(x_all[ui], cfg, g), augment_batch(x_all[ui], cfg, g)
-            else:
-                u1 = u2 = x_all[:0]
-            bx, bu = x1.shape[0], u1.shape[0]
-            with torch.no_grad():
-                out_x = net(torch.cat([x1, x2]))
-                num_classes = out_x.shape[1]
-                px = (F.softmax(out_x[:bx], 1) + F.softmax(out_x[bx:], 1)) / 2
-                targets_x = sharpen(wi * F.one_hot(yi, num_classes).float() + (1 - wi) * px, o.T)
-                parts = [targets_x, targets_x]
-                if bu:
-                    uu = torch.cat([u1, u2])
-                    o1, o2 = net(uu), peer(uu)
-                    pu = (F.softmax(o1[:bu], 1) + F.softmax(o1[bu:], 1) + F.softmax(o2[:bu], 1) + F.softmax(o2[bu:], 1)) / 4
-                    targets_u = sharpen(pu, o.T)
-                    parts += [targets_u, targets_u]
-            self._processed += 2 * bx + 4 * bu
-            lam = float(self._rng.beta(o.alpha, o.alpha))
-            lam = max(lam, 1 - lam)
-            inputs = torch.cat([x1, x2, u1, u2])
-            targets = torch.cat(parts)
-            perm = torch.randperm(inputs.shape[0], generator=g).to(dev)
-            mixed_x = lam * inputs + (1 - lam) * inputs[perm]
-            mixed_t = lam * targets + (1 - lam) * targets[perm]
-            logits = net(mixed_x)
-            self._processed += inputs.shape[0]
-            lx, tx = logits[: 2 * bx], mixed_t[: 2 * bx]
-            loss = -(F.log_softmax(lx, 1) * tx).sum(1).mean()
-            if bu:
-                lu, tu = logits[2 * bx :], mixed_t[2 * bx :]
-                ramp = min(max((epoch + it / num_iter - o.warmup) / o.rampup_epochs, 0.0), 1.0)
-                loss = loss + o.lambda_u * ramp * ((F.softmax(lu, 1) - tu) ** 2).mean()
-            prior = torch.full((num_classes,), 1.0 / num_classes, device=dev)
-            pred_mean = F.softmax(logits, 1).mean(0)
-            loss = loss + (prior * torch.log(prior / pred_mean)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"DivideMix loss became {float(loss)} at epoch {epoch}")
-        peer.train()
+        return RunOutcome(Ensemble(*nets), stats.images_processed, {"history": hook.history, "net_accs": accs})

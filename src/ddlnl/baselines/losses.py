@@ -11,30 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ddlnl.baselines.base import (
-    Baseline,
-    BaselineContext,
-    RunOutcome,
-    register_baseline,
-)
-from ddlnl.evaluate import EvalResult, evaluate_set
+from ddlnl.baselines.base import Baseline, register_baseline
+from ddlnl.train import TrainConfig
 
 
 class _LossBaseline(Baseline):
+    """The default :meth:`Baseline.train` (the one trainer on the full noisy set) with this loss."""
+
     def loss_options(self) -> dict:
         return {"loss": "ce"}
 
-    def run(self, ctx: BaselineContext) -> EvalResult:
-        d = ctx.data
-        self.details = {}
-        return evaluate_set(
-            d.x_train, d.y_train_noisy, test_images=d.x_test, test_labels=d.y_test, num_classes=d.num_classes,
-            model=ctx.preset["model"], train=self.train_config(ctx.preset, **self.loss_options()), runs=ctx.runs,
-            seed=ctx.seed, device=ctx.device, progress=ctx.progress, desc=self.name,
-        )
-
-    def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:  # pragma: no cover - run() is overridden
-        raise NotImplementedError
+    def train_config(self, preset: dict, **extra) -> TrainConfig:
+        return super().train_config(preset, **(self.loss_options() | extra))
 
 
 @register_baseline
