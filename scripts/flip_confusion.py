@@ -23,8 +23,8 @@ import numpy as np
 
 from ddlnl.data.noise import CIFAR10_ASYMMETRIC_FLIPS
 from ddlnl.errors import DdlnlError
-from ddlnl.run import read_result as load_result
-from ddlnl.run import result_rows
+from ddlnl.results import evaluated_rows
+from ddlnl.results import read_result as load_result
 
 
 def flip_profile(confusion, flips: dict[int, int]) -> dict:
@@ -50,7 +50,8 @@ def main() -> None:
     for path, result in results:
         noise = result.get("noise") or {}
         label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
-        for name, ev in result_rows(result):
+        for row in evaluated_rows(result):
+            name, ev = row.label, row.value
             if "confusion" not in ev:
                 continue  # a skipped stage
             p = flip_profile(ev["confusion"], CIFAR10_ASYMMETRIC_FLIPS)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ddlnl.errors import DdlnlError
-from ddlnl.run import read_result, result_rows
+from ddlnl.results import evaluated_rows, read_result
 
 
 def head_tail(per_class, sizes, k: int = 3) -> tuple[float, float]:
@@ -50,7 +50,8 @@ def main() -> None:
               f"noise {(result.get('noise') or {}).get('type')} {(result.get('noise') or {}).get('nominal_rate')}")
         print("| training set | " + " | ".join(f"{n} ({s})" for n, s in zip(names, sizes)) + " | 3 largest | 3 smallest |")
         print("|---" * (len(sizes) + 3) + "|")
-        for name, ev in result_rows(result):
+        for row in evaluated_rows(result):
+            name, ev = row.label, row.value
             if "per_class" not in ev:
                 continue  # a skipped stage
             per_class = ev["per_class"]

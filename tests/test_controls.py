@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddlnl.distill import base as distill_base
-from ddlnl.distill.base import DistillContext, Distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.runtime import generator
 
@@ -16,6 +16,7 @@ class SoftWithInit(Distiller):
     """A stand-in for DATM: soft labels, and an init-only control (its initialisation, undistilled)."""
 
     name = "dummy_soft"
+    capabilities = Capabilities(init_only=True, soft_labels=True, checkpoints=False)
     init_calls = 0
 
     @dataclass
@@ -44,7 +45,8 @@ def root(tmp_path):
 
 
 def test_controls_and_costs_appear_in_result_json(root, monkeypatch):
-    from ddlnl.run import RunConfig, format_result_table, run_experiment
+    from ddlnl.results import format_result_table
+    from ddlnl.run import RunConfig, run_experiment
 
     monkeypatch.setitem(distill_base._REGISTRY, "dummy_soft", SoftWithInit)
     out = root / "run"

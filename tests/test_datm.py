@@ -176,6 +176,36 @@ def test_setting_auto_keys_stages_on_the_configured_options(tmp_path):
     assert syn.meta["applied_options"]["syn_steps"] == row["syn_steps"]
 
 
+def test_setting_auto_reads_the_noise_from_the_context_and_never_changes_the_options(tmp_path):
+    """``setting: auto`` takes the noise from ``ctx.noise`` (a NoiseSpec); ``paper_noise`` overrides it;
+    the resolved values are a new object and the distiller's own (frozen) options stay as configured."""
+    from dataclasses import FrozenInstanceError
+
+    from ddlnl.data.noise import NoiseSpec
+
+    base = context(tmp_path)
+    logs = []
+
+    def ctx(noise):
+        return DistillContext("cifar10", base.images, base.labels, 3, Preprocessor("none"), MODEL, log=logs.append, noise=noise)
+
+    d = create_distiller("datm", setting="auto", **TOY)
+    configured = d.options
+    sym = d.resolved_options(ctx(NoiseSpec("symmetric", 0.4)), 1)
+    assert sym.lr_teacher == paper_setting("cifar10", 1, "symmetric", 0.4)["lr_teacher"] == 0.001
+    assert sym is not configured and d.options is configured and d.options.lr_teacher == TOY.get("lr_teacher", 0.01)
+    assert d.resolved_options(ctx(NoiseSpec("worst", 0.0)), 10).lr_teacher == 0.001  # CIFAR-10N worst, IPC 10
+    assert any("noise worst:" in m for m in logs)  # a human label set is named without a rate
+    assert d.resolved_options(ctx(None), 1).lr_teacher == 0.01 and any("unknown" in m for m in logs)  # clean row
+    over = create_distiller("datm", setting="auto", paper_noise="clean", **TOY)
+    assert over.resolved_options(ctx(NoiseSpec("symmetric", 0.4)), 1).lr_teacher == 0.01  # the explicit override wins
+    assert create_distiller("datm", **TOY).resolved_options(ctx(NoiseSpec("symmetric", 0.4)), 1) is not None
+    with pytest.raises(FrozenInstanceError):
+        d.options.lr_teacher = 1.0
+    with pytest.raises(ConfigError, match="paper_noise"):
+        create_distiller("datm", setting="auto", paper_noise="sideways:0.4")
+
+
 def test_synset_round_trips_through_ddlnl_evaluate(tmp_path):
     from tests.data.fixtures import write_cifar10_npz
 

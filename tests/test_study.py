@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ddlnl.errors import ConfigError
-from ddlnl.study.executors import check_methods, run_study
+from ddlnl.study.executors import run_study
 from ddlnl.study.spec import Cell, load_study, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,9 +87,9 @@ def test_grid_expansion_and_groups():
     assert spec.slurm_for(datm) == {"partition": "gpu", "gpus": 1, "time_min": 600}
     assert spec.slurm_for(aggre[0])["time_min"] in (30, 600)
     # siblings wait for their group's first cell, the first of their IPC and the first of their method
-    from ddlnl.study.executors import _dependencies
+    from ddlnl.study.executors import dependencies
 
-    deps = _dependencies(spec.cells)
+    deps = dependencies(spec.cells)
     ids = {(c.noise, c.rate, c.seed, c.method, c.ipc): c.id for c in spec.cells if c.imbalance is None}
     lead = ids[("symmetric", 0.2, 0, "dm", 1)]
     assert deps[lead] == set() and deps[ids[("symmetric", 0.2, 0, "dm", 10)]] == {lead}
@@ -157,24 +157,24 @@ def test_bad_study_names_the_key(doc, key):
 def test_cli_reports_bad_study_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ngrid: {datasets: [cifar10], ipc: [1], methodz: [dm]}\n")
-    r = subprocess.run([sys.executable, "-m", "ddlnl.study_cli", "study", str(bad), "--out", str(tmp_path / "o")],
+    r = subprocess.run([sys.executable, "-m", "ddlnl.cli", "study", str(bad), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "methodz" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_only_selects_cells_by_pattern_in_study_order(tmp_path, capsys):
-    from ddlnl import study_cli
+    from ddlnl import cli
 
     spec = load_study("studies/cifar10-findings-quick.yaml")
-    picked = study_cli.select_cells(spec.cells, ["*-dance-*", "cifar10-worst-*"])
+    picked = spec.select(["*-dance-*", "cifar10-worst-*"]).cells
     assert [c.id for c in picked] == [c.id for c in spec.cells if "-dance-" in c.id or c.id.startswith("cifar10-worst-")]
     assert len(picked) == 6 + 3  # six DANCE cells, and worst's DM, RCIG and DATM
-    assert study_cli.main(["study", "studies/cifar10-findings-quick.yaml", "--out", str(tmp_path / "o"), "--list",
+    assert cli.main(["study", "studies/cifar10-findings-quick.yaml", "--out", str(tmp_path / "o"), "--list",
                            "--only", "*-aggre-*-rcig-*"]) == 0
     out = capsys.readouterr().out
     assert "1 cells" in out and "cifar10-aggre-seed0-quick-rcig-ipc10" in out and "-dm-" not in out
     with pytest.raises(ConfigError, match="no cell id matches"):
-        study_cli.select_cells(spec.cells, ["*-mtt-*"])
+        spec.select(["*-mtt-*"])
 
 
 def test_shipped_studies_parse():
@@ -183,9 +183,9 @@ def test_shipped_studies_parse():
     for f in files:
         spec = load_study(f)
         assert spec.cells, f
-    check_methods(load_study(REPO / "studies" / "smoke.yaml"))
+    load_study(REPO / "studies" / "smoke.yaml").check()
     with pytest.raises(ConfigError, match="magic"):
-        check_methods(parse_study({"preset": "smoke", "grid": {"methods": ["magic"]}}))
+        parse_study({"preset": "smoke", "grid": {"methods": ["magic"]}}).check()
 
 
 # -- running --------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_resume_after_killed_driver(data_root, tmp_path, capsys):
     """A real driver process is SIGKILLed mid-study; the rerun keeps finished cells and finishes the rest."""
     path = write_study(tmp_path / "s.yaml", data_root, [{"type": "symmetric", "rates": [0.2, 0.4, 0.6]}])
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "ddlnl.study_cli", "study", str(path), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "ddlnl.cli", "study", str(path), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -274,9 +274,9 @@ def test_resume_after_killed_driver(data_root, tmp_path, capsys):
     for k, m in mtimes.items():  # finished cells were neither lost nor repeated
         assert after[k]["attempts"] == 1 and Path(after[k]["result_path"]).stat().st_mtime_ns == m
     assert s["skipped"] >= len(done)
-    from ddlnl import study_cli
+    from ddlnl import cli
 
-    assert study_cli.main(["study", str(path), "--out", str(out), "--list"]) == 0
+    assert cli.main(["study", str(path), "--out", str(out), "--list"]) == 0
     assert "3 finished" in capsys.readouterr().out
 
 
@@ -382,7 +382,7 @@ def test_report_renders_from_fixture_database(tmp_path):
 
 
 def test_report_on_missing_folder_is_a_clean_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ddlnl.study_cli", "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "ddlnl.cli", "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "study.sqlite" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -404,7 +404,7 @@ def test_smoke_study_on_a_real_slurm_cluster(data_root, tmp_path):
         real = os.environ.get("DDLNL_DATA")
         root = real if real and Path(real, "cifar10").exists() and Path(real, "cifar10n").exists() else str(data_root)
         out = tmp_path / "study"
-        cmd = [sys.executable, "-m", "ddlnl.study_cli", "study", str(REPO / "studies" / "smoke.yaml"), "--out", str(out),
+        cmd = [sys.executable, "-m", "ddlnl.cli", "study", str(REPO / "studies" / "smoke.yaml"), "--out", str(out),
                "--executor", "slurm", "--data-root", root]
         env = cluster.env()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -446,7 +446,7 @@ def test_every_shipped_study_loads_and_names_existing_methods(path):
     """The ready studies stay valid as presets and distillers change: they parse, expand, name
     only implemented methods with preset options, and paper grids run the paper's three."""
     spec = load_study(path)
-    check_methods(spec)
+    spec.check()
     assert spec.cells
     methods = {c.method for c in spec.cells}
     if path.name.endswith("-paper.yaml"):

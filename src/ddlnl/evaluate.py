@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddlnl.models import create_model
+from ddlnl.models import create_model, model_spec
 from ddlnl.train import TrainConfig, train_network
 from ddlnl.utils.runtime import generator as make_generator
 
@@ -94,8 +94,6 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
     """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
     (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
     (cross-architecture control) and the set's labels (hard-label control)."""
-    from ddlnl.presets import model_spec
-
     ev = preset["evaluation"]
     lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
     images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))

@@ -16,7 +16,6 @@ from ddlnl.data.noise import NoiseSpec, NoisyLabels, labels_digest, make_noisy_l
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.data.types import DatasetSplits
-from ddlnl.errors import ConfigError
 
 
 @dataclass
@@ -155,17 +154,6 @@ def _warn(msg: str) -> None:
     import sys
 
     print(msg, file=sys.stderr)
-
-
-def check_ipc(labels: np.ndarray, num_classes: int, ipc) -> None:
-    """Fail early (before any training) when ``ipc`` is not a positive integer or exceeds a noisy class's size."""
-    if not isinstance(ipc, (int, np.integer)) or isinstance(ipc, bool) or ipc < 1:
-        raise ConfigError(f"IPC must be a positive integer, got {ipc!r}", "pass --ipc 1, 10 or 50")
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    if ipc > int(counts.min()):
-        c = int(counts.argmin())
-        raise ConfigError(f"IPC {ipc} is larger than noisy class {c}, which has only {int(counts.min())} training images",
-                          f"use --ipc {max(int(counts.min()), 1)} or less (or a larger training set)")
 
 
 def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbalance: float | None = None, seed: int = 0):

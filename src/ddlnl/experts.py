@@ -26,6 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class ExpertConfig:
     """How experts are trained. ``epochs`` is max_start_epoch + expert_epochs of the distiller.
 
     The defaults are MTT's/DATM's buffer recipe (plain SGD, constant lr, DSA). DANCE's
-    pre-training (methods.md §3.1) sets momentum 0.9, weight decay 5e-4, batch 64,
+    pre-training (docs/methods/dance.md §3.1) sets momentum 0.9, weight decay 5e-4, batch 64,
     ``schedule: multistep`` with milestones (2/3, 5/6) and gamma 0.2, CutMix with p 0.5, and
     the ``dance:color_crop`` augmentation; see :func:`ddlnl.distill.dance.expert_config`.
     """
@@ -278,7 +279,27 @@ def save_expert(path: Path, traj: torch.Tensor) -> None:
     write_sidecar(path)
 
 
-def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
+class ExpertSource(Protocol):
+    """What :func:`load_or_train_experts` reads of its caller: the fields of a
+    :class:`ddlnl.distill.DistillContext` (this module sits below ``distill``, so it names them here)."""
+
+    dataset: str
+    images: torch.Tensor
+    labels: np.ndarray
+    num_classes: int
+    preprocess: object
+    model: dict
+    device: torch.device
+    seed: int
+    cache_dir: Path | None
+    progress: bool
+    log: Callable[[str], None]
+    timings: dict
+    images_processed: int
+    checkpoint_every_s: float
+
+
+def load_or_train_experts(ctx: ExpertSource, cfg: ExpertConfig) -> list[torch.Tensor]:
     """The ``cfg.num_experts`` trajectories for ``ctx``'s noisy set: from the cache, or trained and cached.
 
     Each expert is its own cache entry, saved atomically with a sha256 sidecar as soon as it is
@@ -310,14 +331,14 @@ def load_or_train_experts(ctx, cfg: ExpertConfig) -> list[torch.Tensor]:
                     partial = path.with_name(path.name + ".partial.pt")
                     traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
                                         device=ctx.device, progress=ctx.progress, partial=partial,
-                                        partial_every_s=getattr(ctx, "checkpoint_every_s", 300.0), log=ctx.log)
+                                        partial_every_s=ctx.checkpoint_every_s, log=ctx.log)
                     save_expert(path, traj)
                     partial.unlink(missing_ok=True)
                     if k == 0 or not (folder / "key.json").exists():
                         write_json(folder / "key.json", key)
                     trained += 1
-                    if hasattr(ctx, "images_processed"):  # forward passes over real images (GSAM: two per batch)
-                        ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
+                    # forward passes over real images (GSAM: two per batch)
+                    ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
                     ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
                             f"({cfg.epochs} epochs, {time.perf_counter() - t0:.1f}s)")
         trajs.append(traj)

@@ -68,16 +68,44 @@ class NoiseSpec:
         object.__setattr__(self, "rate", rate)
         object.__setattr__(self, "seed", int(self.seed))
 
+    @classmethod
+    def create(cls, type: str = "symmetric", rate: float | None = None, seed: int = 0) -> NoiseSpec:
+        """The one place that knows which noise takes a rate: human label sets and ``clean``
+        take none (``rate`` None or 0), a synthetic model defaults to :data:`DEFAULT_RATE`."""
+        if rate is None:
+            rate = 0.0 if not takes_rate(type) else DEFAULT_RATE
+        return cls(type, rate, seed)
+
     @property
     def is_human(self) -> bool:
         return self.type in HUMAN_NOISE
 
     @property
+    def takes_rate(self) -> bool:
+        return takes_rate(self.type)
+
+    @property
+    def tag(self) -> str:
+        """The setting without its seed, file-name safe: ``symmetric-0.4``, ``aggre``, ``clean``."""
+        return f"{self.type}-{self.rate:g}" if self.takes_rate else self.type
+
+    @property
+    def name(self) -> str:
+        """The setting as tables show it: ``symmetric 0.4``, ``aggre``, ``clean``."""
+        return f"{self.type} {self.rate:g}" if self.takes_rate else self.type
+
+    @property
     def slug(self) -> str:
-        """A file-name-safe tag, e.g. ``symmetric-0.4-s0`` or ``worst``."""
-        if self.is_human or self.type == "clean":
-            return self.type
-        return f"{self.type}-{self.rate:g}-s{self.seed}"
+        """A file-name-safe tag with the seed, e.g. ``symmetric-0.4-s0`` or ``worst``."""
+        return f"{self.tag}-s{self.seed}" if self.takes_rate else self.tag
+
+
+DEFAULT_RATE = 0.4
+
+
+def takes_rate(noise_type: str) -> bool:
+    """Synthetic noise models have a nominal rate; human label sets and ``clean`` do not."""
+    return noise_type not in HUMAN_NOISE and noise_type != "clean"
 
 
 @dataclass

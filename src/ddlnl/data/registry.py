@@ -56,8 +56,14 @@ def _load_uncached(name: str, root: Path) -> DatasetSplits:
         return load_cifar(name, root)
     if name == "tinyimagenet":
         return load_tiny_imagenet(root)
-    if name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX):
-        return load_image_folder(folder_path(name, root), name=name)
+    check_dataset_name(name)
+    return load_image_folder(folder_path(name, root), name=name)
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it names a dataset this package reads (a registered one or ``folder:PATH``)."""
+    if name in DATASETS or (isinstance(name, str) and name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX)):
+        return name
     raise ConfigError(
         f"unknown dataset {name!r}",
         f"use one of: {', '.join(DATASETS)}, or folder:<path> for an ImageFolder tree "

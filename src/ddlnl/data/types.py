@@ -56,3 +56,16 @@ class DatasetSplits:
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
+
+
+def check_ipc(labels: np.ndarray, num_classes: int, ipc) -> None:
+    """Fail early (before any training) when ``ipc`` is not a positive integer or exceeds a noisy class's size."""
+    from ddlnl.errors import ConfigError
+
+    if not isinstance(ipc, (int, np.integer)) or isinstance(ipc, bool) or ipc < 1:
+        raise ConfigError(f"--ipc must be a positive integer, got {ipc!r}", "pass --ipc 1, 10 or 50")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    if ipc > int(counts.min()):
+        c = int(counts.argmin())
+        raise ConfigError(f"IPC {ipc} is larger than noisy class {c}, which has only {int(counts.min())} training images",
+                          f"use --ipc {max(int(counts.min()), 1)} or less (or a larger training set)")

@@ -2,12 +2,20 @@
 
 Implementing a new distiller
 ----------------------------
-1. Write ``ddlnl/distill/<name>.py`` with an options dataclass (every hyper-parameter, with
-   the default a preset may override) and a subclass of :class:`Distiller` that sets
-   ``name``, ``Options`` and implements :meth:`Distiller.distill`.
+1. Write ``ddlnl/distill/<name>.py`` with a frozen options dataclass
+   (``@dataclass(frozen=True)``: every hyper-parameter, with the default a preset may
+   override) and a subclass of :class:`Distiller` that sets ``name``, ``Options`` and
+   ``capabilities`` (:class:`Capabilities`: what the method can do, declared, never probed)
+   and implements :meth:`Distiller.distill` (and :meth:`Distiller.init_only` if it declares
+   ``init_only``).
 2. Decorate the class with ``@register_distiller``.
 3. Import the module in ``ddlnl/distill/__init__.py`` and give it a section under
-   ``methods:`` in each preset (``smoke``, ``quick``, ``paper``).
+   ``methods:`` in each preset (``smoke``, ``quick``, ``paper``). ``tests/test_contracts.py``
+   then checks it (smoke run, save/load, determinism, resume, option errors, declared
+   capabilities) without a test of its own.
+
+Options are read-only after construction: a method that derives per-run values (DATM's
+``setting: auto``) computes them into a new object (``dataclasses.replace``) for that run.
 
 ``distill`` receives a :class:`DistillContext` (preprocessed training images, *noisy*
 labels, the model recipe, the device, a seed) and returns a :class:`SyntheticSet`. It never
@@ -20,15 +28,34 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
+from ddlnl.data.noise import NoiseSpec
 from ddlnl.data.preprocess import Preprocessor
+from ddlnl.data.types import check_ipc
 from ddlnl.errors import ConfigError
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.registry import Configurable, Registry
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a distiller can do, declared as data on the class (``Distiller.capabilities``).
+
+    The pipeline reads these instead of probing for methods; ``tests/test_contracts.py``
+    checks every registered distiller against its declaration.
+    """
+
+    init_only: bool = False  # Distiller.init_only(ctx, ipc): its starting set, undistilled (the init-only control)
+    soft_labels: bool = False  # its sets may carry float (soft / regression) labels
+    learned_lr: bool = False  # its sets carry a learned training lr (SyntheticSet.lr)
+    native_eval: bool = False  # it has its own evaluation recipe (methods.<name>.native_eval in the presets)
+    # It runs an iterative loop that checkpoints to ctx.checkpoint (DistillLoop) and resumes from
+    # it; False: a one-shot draw with no loop, resumable trivially by running again.
+    checkpoints: bool = True
 
 
 @dataclass
@@ -47,29 +74,25 @@ class DistillContext:
     progress: bool = False
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)  # the distiller adds 'experts' / 'distill' seconds here
-    # The noise spec ({"type", "rate"}), only for looking up published per-setting hyper-parameters
+    # The noise model of the labels, only for looking up published per-setting hyper-parameters
     # (DATM's paper table); distillers never see clean labels.
-    noise: dict | None = None
+    noise: NoiseSpec | None = None
     images_processed: int = 0  # forward passes over real and synthetic images (cost accounting)
     # Where the distillation loop checkpoints (None: no checkpoints) and how often (seconds);
     # see ddlnl.distill.loop.DistillLoop. `ddlnl run` keys the file by method, options and IPC.
     checkpoint: Path | None = None
     checkpoint_every_s: float = 300.0
 
+    def __post_init__(self):
+        if self.noise is not None and not isinstance(self.noise, NoiseSpec):
+            raise TypeError(f"DistillContext.noise must be a ddlnl.data.noise.NoiseSpec or None, got {self.noise!r}")
+
     def class_indices(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.labels == c)
 
     def check_ipc(self, ipc: int) -> None:
-        if not isinstance(ipc, (int, np.integer)) or ipc < 1:
-            raise ConfigError(f"IPC must be a positive integer, got {ipc!r}", "pass --ipc 1, 10 or 50")
-        counts = np.bincount(self.labels, minlength=self.num_classes)
-        smallest = int(counts.min())
-        if ipc > smallest:
-            c = int(counts.argmin())
-            raise ConfigError(
-                f"IPC {ipc} is larger than noisy class {c}, which has only {smallest} training images",
-                f"use --ipc {max(smallest, 1)} or less (or a larger training set)",
-            )
+        """``ipc`` is a positive integer no larger than the smallest noisy class."""
+        check_ipc(self.labels, self.num_classes, ipc)
 
     def random_real(self, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``ipc`` distinct random training images of each noisy class (the random control's draw)."""
@@ -86,6 +109,16 @@ class Distiller(Configurable, ABC):
     """Turns a noisy training set into ``ipc`` synthetic images per class."""
 
     kind = "distiller"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.capabilities, Capabilities):
+            raise TypeError(f"{cls.__name__}.capabilities must be a ddlnl.distill.base.Capabilities")
+        defines = cls.init_only is not Distiller.init_only
+        if defines != cls.capabilities.init_only:
+            raise TypeError(f"{cls.__name__} {'defines' if defines else 'does not define'} init_only but declares "
+                            f"capabilities.init_only={cls.capabilities.init_only}: make the two agree")
 
     def run(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         """Check the request, distil, and stamp the result with method, IPC and options."""
@@ -99,6 +132,12 @@ class Distiller(Configurable, ABC):
     @abstractmethod
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         ...
+
+    def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        """The method's starting set without distillation (the init-only control); only for
+        distillers that declare ``capabilities.init_only`` (and override this)."""
+        raise ConfigError(f"method {self.name!r} has no init-only control (capabilities.init_only is false)",
+                          "check distiller.capabilities.init_only before asking for it; DATM and DANCE have one")
 
 
 _DISTILLERS = Registry("method")

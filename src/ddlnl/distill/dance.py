@@ -1,7 +1,7 @@
 """``dance``: DANCE, dual-view distribution alignment (Zhang et al., IJCAI 2024).
 
 DANCE is distribution matching (:mod:`ddlnl.distill.dm`) with two expert-based changes
-(methods.md §3):
+(docs/methods/dance.md):
 
 * **Pseudo long-term distribution alignment.** The encoder of each iteration is not a random
   network but a "middle" one, ``λ·θ⁰_k + (1 − λ)·θᵀ_k`` with λ ~ U(0, 1), between the initial
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ddlnl.augment import apply_dsa, sample_dsa
 from ddlnl.decode import decode_multiformation
-from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.distill.dm import class_means, dm_loss, siamese_class_batches
 from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError, check_choice
@@ -92,7 +92,7 @@ def mix_init(pixels: torch.Tensor, ipc: int, factor: int) -> torch.Tensor:
 
 
 def expert_config(o) -> ExpertConfig:
-    """DANCE's pre-training recipe (methods.md §3.1) from the distiller's options."""
+    """DANCE's pre-training recipe (docs/methods/dance.md §3.1) from the distiller's options."""
     return ExpertConfig(num_experts=o.num_experts, epochs=o.expert_epochs, lr=o.expert_lr, momentum=o.expert_momentum,
                         weight_decay=o.expert_weight_decay, batch_size=o.expert_batch, dsa_strategy=o.expert_dsa_strategy,
                         schedule="multistep", milestones=tuple(o.expert_milestones), gamma=o.expert_gamma,
@@ -105,8 +105,9 @@ def expert_config(o) -> ExpertConfig:
 @register_distiller
 class DANCE(Distiller):
     name = "dance"
+    capabilities = Capabilities(init_only=True, native_eval=True)
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         iterations: int = 10000  # niter
         num_experts: int = 5  # num_premodel: experts the middle encoder is drawn from (the original trains 20, uses 5)
@@ -118,7 +119,7 @@ class DANCE(Distiller):
         init: str = "mix"  # mix (IDC/DANCE) | real (random real images, one per stored image)
         iter_calib: int = 1  # calibration rounds per iteration (0: matching only)
         dsa_strategy: str = "dance:color_crop_cutout"  # shared (siamese) augmentation in both steps
-        # expert pre-training (methods.md §3.1)
+        # expert pre-training (docs/methods/dance.md §3.1)
         expert_epochs: int = 60
         expert_lr: float = 0.01
         expert_momentum: float = 0.9
@@ -142,7 +143,7 @@ class DANCE(Distiller):
                 raise ConfigError(f"dance lr_img must be a positive number or null, got {self.lr_img!r}", "set lr_img: null (0.01 * IPC)")
             if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
                 raise ConfigError(f"dance momentum must be in [0, 1), got {self.momentum!r}", "use momentum: 0.5 (the original)")
-            self.expert_milestones = tuple(self.expert_milestones)
+            object.__setattr__(self, "expert_milestones", tuple(self.expert_milestones))  # frozen: normalise once
             expert_config(self)  # range checks of the expert recipe (ConfigError on bad values)
 
     def lr_img(self, ipc: int) -> float:

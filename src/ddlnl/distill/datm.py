@@ -2,7 +2,7 @@
 
 On top of MTT's loop (:mod:`ddlnl.distill.mtt`):
 
-* **Difficulty-aligned window** (methods.md §2.3): the start epoch is drawn from
+* **Difficulty-aligned window** (docs/methods/datm.md §2.3): the start epoch is drawn from
   [min_start_epoch, upper), where ``upper`` grows linearly from current_max_start_epoch to
   max_start_epoch over expansion_end_epoch iterations (``sequential_generation``), or is
   max_start_epoch throughout. See :func:`start_epoch_upper`.
@@ -17,12 +17,14 @@ On top of MTT's loop (:mod:`ddlnl.distill.mtt`):
 * Optimisers (§2.5): images SGD(lr_img, mom 0.5), lr SGD(lr_lr, mom 0.5), labels
   SGD(lr_y, mom 0.9).
 
-Paper table: with ``setting: auto`` the per-setting values of methods.md §2.7 (DD_LNL's
+Paper table: with ``setting: auto`` the per-setting values of docs/methods/datm.md §2.7 (DD_LNL's
 configs) replace the options they cover, chosen by dataset, IPC and noise (see
-:data:`PAPER_TABLE` and :func:`paper_setting`). The noise comes from ``paper_noise``
-(e.g. ``symmetric:0.4``) if set, else from ``ctx.noise`` if the runner provides it, else
-the clean row is used and a message says so. Options the table does not cover
-(iterations, num_experts, mode, ...) keep the preset's values.
+:data:`PAPER_TABLE` and :func:`paper_setting`). The noise is ``ctx.noise`` (the run's
+:class:`~ddlnl.data.noise.NoiseSpec`); ``paper_noise`` (e.g. ``symmetric:0.4``) overrides it
+explicitly; with neither, the clean row is used and a message says so. Options the table
+does not cover (iterations, num_experts, mode, ...) keep the preset's values. The applied
+values go into a new options object for the run (:meth:`DATM.resolved_options`); the
+distiller's own options stay as configured.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
-from ddlnl.distill.base import DistillContext, register_distiller
+from ddlnl.data.noise import HUMAN_NOISE, NoiseSpec
+from ddlnl.distill.base import Capabilities, DistillContext, register_distiller
 from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
@@ -64,7 +67,7 @@ def accept_update(loss: float, threshold: float | None) -> bool:
 
 # --------------------------------------------------------------------------- paper table
 
-# (dataset, ipc) -> values of methods.md §2.7, clean / CIFAR-N row. Noise-specific changes
+# (dataset, ipc) -> values of docs/methods/datm.md §2.7, clean / CIFAR-N row. Noise-specific changes
 # are applied in paper_setting().
 _C10 = dict(expert_epochs=2, min_start_epoch=0, threshold=1.0, pix_init="samples_predicted_correctly", lr_teacher=0.01)
 PAPER_TABLE: dict[tuple[str, int], dict] = {
@@ -105,21 +108,24 @@ SYMMETRIC = ("symmetric", "symmetric_inclusive")
 ASYMMETRIC = ("asymmetric", "pairflip")
 
 
-def parse_noise(noise) -> tuple[str, float]:
-    """``"symmetric:0.4"``, ``{"type": ..., "rate": ...}`` or None (clean) -> (type, rate)."""
+def parse_noise(noise: str | NoiseSpec | None) -> tuple[str, float]:
+    """``"symmetric:0.4"`` (``paper_noise``), a :class:`NoiseSpec` or None (clean) -> (type, rate)."""
     if noise is None:
         return "clean", 0.0
-    if isinstance(noise, dict):
-        return str(noise.get("type", "clean")), float(noise.get("rate", 0.0) or 0.0)
+    if isinstance(noise, NoiseSpec):
+        return noise.type, float(noise.rate)
     kind, _, rate = str(noise).partition(":")
     try:
-        return kind, float(rate or 0.0)
+        spec = NoiseSpec(kind, float(rate or 0.0))  # checks the type and the rate
     except ValueError:
         raise ConfigError(f"paper_noise {noise!r} is not TYPE:RATE", "write e.g. paper_noise: symmetric:0.4") from None
+    except ConfigError as e:
+        raise ConfigError(f"paper_noise {noise!r}: {e.problem}", e.fix) from None
+    return spec.type, spec.rate
 
 
 def paper_setting(dataset: str, ipc: int, noise_type: str = "clean", rate: float = 0.0) -> dict:
-    """DATM's hyper-parameters for one setting of methods.md §2.7 (DD_LNL's configs)."""
+    """DATM's hyper-parameters for one setting of docs/methods/datm.md §2.7 (DD_LNL's configs)."""
     if (dataset, ipc) not in PAPER_TABLE:
         known = ", ".join(f"{d} IPC{i}" for d, i in PAPER_TABLE)
         raise ConfigError(f"DATM's paper table has no row for {dataset} IPC {ipc}",
@@ -205,11 +211,12 @@ def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes:
 @register_distiller
 class DATM(TrajectoryMatchingBase):
     name = "datm"
+    capabilities = Capabilities(init_only=True, soft_labels=True, learned_lr=True)
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
-        setting: str = "none"  # auto: take the per-setting values of methods.md §2.7 (see module doc)
-        paper_noise: str | None = None  # TYPE:RATE for setting: auto (else ctx.noise, else clean)
+        setting: str = "none"  # auto: take the per-setting values of docs/methods/datm.md §2.7 (see module doc)
+        paper_noise: str | None = None  # TYPE:RATE: overrides ctx.noise for setting: auto
         iterations: int = 10000
         num_experts: int = 100
         syn_steps: int = 80
@@ -239,73 +246,76 @@ class DATM(TrajectoryMatchingBase):
 
         def __post_init__(self):
             check_choice("datm setting", self.setting, ("none", "auto"))
+            if self.paper_noise is not None:
+                parse_noise(self.paper_noise)
             check_choice("pix_init", self.pix_init, PIX_INITS)
             check_common(self)
             if self.min_start_epoch < 0 or self.min_start_epoch >= self.max_start_epoch:
                 raise ConfigError(f"need 0 <= min_start_epoch < max_start_epoch (got {self.min_start_epoch}, {self.max_start_epoch})",
                                   "lower min_start_epoch or raise max_start_epoch")
             if self.lr_y <= 0:
-                raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in methods.md §2.7 (2, 5 or 10)")
+                raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in docs/methods/datm.md §2.7 (2, 5 or 10)")
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.configured = self.options  # as given; ``options`` gets the paper row under setting: auto
-
-    def options_dict(self) -> dict:
-        """The options as configured (``setting: auto`` unresolved), so that a run's stage keys are
-        the same before and after the paper row is applied; the applied row is in the set's meta."""
-        return asdict(self.configured)
+    # options_dict() is the options as configured (``setting: auto`` unresolved), so that a run's
+    # stage keys are the same before and after the paper row is applied; the applied row is in
+    # the set's meta ("applied_options").
 
     def distill(self, ctx: DistillContext, ipc: int):
-        self._apply_setting(ctx, ipc)
-        synset = super().distill(ctx, ipc)
+        o = self.resolved_options(ctx, ipc)
+        synset = self.match(ctx, ipc, o)
         synset.meta["datm"] = self.init_report
-        synset.meta["applied_options"] = asdict(self.options)
+        synset.meta["applied_options"] = asdict(o)
         return synset
 
     def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         """The fairness control: DATM's starting set (real images an expert predicts as their noisy
         class, with the experts' soft labels when ``soft_labels``), evaluated without distillation."""
         ctx.check_ipc(ipc)
-        self._apply_setting(ctx, ipc)
-        experts = load_or_train_experts(ctx, self.expert_config())
-        images, labels = self.init_set(ctx, ipc, experts, generator(ctx.seed))
+        o = self.resolved_options(ctx, ipc)
+        experts = load_or_train_experts(ctx, self.expert_config(o))
+        images, labels = self.init_set(ctx, ipc, experts, generator(ctx.seed), o)
         synset = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess)
-        synset.meta.update({"datm": self.init_report, "options": self.options_dict(), "applied_options": asdict(self.options)})
+        synset.meta.update({"datm": self.init_report, "options": self.options_dict(), "applied_options": asdict(o)})
         return synset
 
-    def _apply_setting(self, ctx: DistillContext, ipc: int) -> None:
-        self.options = self.configured
-        if self.options.setting == "auto":
-            noise = self.options.paper_noise if self.options.paper_noise is not None else getattr(ctx, "noise", None)
-            if noise is None:
-                ctx.log("[ddlnl] datm setting auto: the noise is unknown to the distiller; using the clean row "
-                        "(pass methods.datm.paper_noise=TYPE:RATE)")
-            kind, rate = parse_noise(noise)
-            values = paper_setting(ctx.dataset, ipc, kind, rate)
-            self.options = replace(self.options, **{k: v for k, v in values.items() if k in {f.name for f in fields(self.Options)}})
-            ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {kind}:{rate}: {values}")
+    def resolved_options(self, ctx: DistillContext, ipc: int) -> "DATM.Options":
+        """The options for this run: as configured, or under ``setting: auto`` a new object with the
+        paper row for (dataset, IPC, noise) applied. The noise is ``paper_noise`` if set, else
+        ``ctx.noise``, else clean (with a message)."""
+        o = self.options
+        if o.setting != "auto":
+            return o
+        noise = o.paper_noise if o.paper_noise is not None else ctx.noise
+        if noise is None:
+            ctx.log("[ddlnl] datm setting auto: the noise is unknown to the distiller; using the clean row "
+                    "(pass methods.datm.paper_noise=TYPE:RATE)")
+        kind, rate = parse_noise(noise)
+        values = paper_setting(ctx.dataset, ipc, kind, rate)
+        names = {f.name for f in fields(o)}
+        what = kind if kind in HUMAN_NOISE or kind == "clean" else f"{kind}:{rate}"  # human label sets have no rate
+        ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {what}: {values}")
+        return replace(o, **{k: v for k, v in values.items() if k in names})
 
     # -- hooks -------------------------------------------------------------------------------
-    def start_epoch(self, it: int, rng: np.random.Generator) -> int:
-        o = self.options
+    def start_epoch(self, it: int, rng: np.random.Generator, o=None) -> int:
+        o = self.options if o is None else o
         upper = start_epoch_upper(it, min_start=o.min_start_epoch, current_max=o.current_max_start_epoch,
                                   max_start=o.max_start_epoch, expansion_end=o.expansion_end_epoch,
                                   sequential=o.sequential_generation)
         return int(rng.integers(o.min_start_epoch, upper))
 
-    def accept(self, loss: float) -> bool:
-        return accept_update(loss, self.options.threshold)
+    def accept(self, loss: float, o=None) -> bool:
+        return accept_update(loss, (self.options if o is None else o).threshold)
 
-    def label_lr(self) -> float | None:
-        return self.options.lr_y
+    def label_lr(self, o=None) -> float | None:
+        return (self.options if o is None else o).lr_y
 
     @property
     def label_lr_momentum(self) -> float:
         return self.options.momentum_y
 
-    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator):
-        o = self.options
+    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator, o=None):
+        o = self.options if o is None else o
         net = build_model(ctx.model, ctx.num_classes, ctx.images.shape[-1]).to(ctx.device)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ipc)
         report = {"pix_init": o.pix_init}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY, sample_dsa, apply_dsa
-from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import build_model
@@ -46,8 +46,9 @@ def siamese_class_batches(real, syn, generator_, strategy, device):
 @register_distiller
 class DistributionMatching(Distiller):
     name = "dm"
+    capabilities = Capabilities()  # hard labels, no learned lr
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         iterations: int = 20000
         batch_real: int = 256  # real images per class per iteration

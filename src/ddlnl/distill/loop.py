@@ -100,8 +100,8 @@ class DistillLoop:
 
     def __init__(self, ctx, iterations: int, state: dict, *, max_faults: int = 5):
         self.ctx, self.iterations, self.state, self.max_faults = ctx, int(iterations), state, max_faults
-        self.path: Path | None = getattr(ctx, "checkpoint", None)
-        self.every_s = float(getattr(ctx, "checkpoint_every_s", 300.0))
+        self.path: Path | None = ctx.checkpoint  # ctx: a DistillContext
+        self.every_s = float(ctx.checkpoint_every_s)
         self.start = 0
         self.rejected = 0  # all rejected iterations
         self._faults = 0  # consecutive

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
-from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
 from ddlnl.distill.matching import MODES, CompiledSteps, EagerSteps, make_plan, match_trajectory
 from ddlnl.errors import ConfigError, check_choice
@@ -48,7 +48,7 @@ def check_common(o) -> None:
     for name in ("lr_img", "lr_lr", "lr_teacher"):
         v = getattr(o, name)
         if not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"{name} must be a positive number, got {v!r}", f"set {name} as in methods.md §2.7")
+            raise ConfigError(f"{name} must be a positive number, got {v!r}", f"set {name} as in docs/methods/datm.md §2.7")
     m = o.expert_momentum
     if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0.0 <= m < 1.0:
         raise ConfigError(f"expert_momentum must be a number in [0, 1), got {m!r}",
@@ -56,38 +56,52 @@ def check_common(o) -> None:
 
 
 class TrajectoryMatchingBase(Distiller):
-    """The shared loop. Subclasses may override the four hooks below."""
+    """The shared loop. Subclasses may override the hooks below.
 
+    The options a run uses come from :meth:`resolved_options` (``self.options`` as configured,
+    unless a subclass derives per-setting values, as DATM's ``setting: auto`` does) and are
+    passed to the hooks as ``o``; without ``o`` a hook reads the configured options.
+    """
+
+    capabilities = Capabilities(learned_lr=True)
     label_lr_momentum = 0.9
 
-    # -- hooks -------------------------------------------------------------------------------
-    def start_epoch(self, it: int, rng: np.random.Generator) -> int:
-        return int(rng.integers(0, self.options.max_start_epoch))
+    def resolved_options(self, ctx: DistillContext, ipc: int):
+        """The options for a run on ``ctx`` at ``ipc``: a new object, ``self.options`` is never changed."""
+        return self.options
 
-    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator):
+    # -- hooks -------------------------------------------------------------------------------
+    def start_epoch(self, it: int, rng: np.random.Generator, o=None) -> int:
+        o = self.options if o is None else o
+        return int(rng.integers(0, o.max_start_epoch))
+
+    def init_set(self, ctx: DistillContext, ipc: int, experts, g: torch.Generator, o=None):
         """(images, labels) to start from; float labels are soft-label logits and are learned."""
         return ctx.random_real(ipc, g)
 
-    def accept(self, loss: float) -> bool:
+    def accept(self, loss: float, o=None) -> bool:
         return True
 
-    def label_lr(self) -> float | None:
+    def label_lr(self, o=None) -> float | None:
         return None
 
     # -- the loop ----------------------------------------------------------------------------
-    def expert_config(self) -> ExpertConfig:
-        o = self.options
+    def expert_config(self, o=None) -> ExpertConfig:
+        o = self.options if o is None else o
         return ExpertConfig(num_experts=o.num_experts, epochs=o.max_start_epoch + o.expert_epochs,
                             lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch,
                             gsam=o.expert_gsam, compile=o.expert_compile, dsa_strategy=o.dsa_strategy)
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
-        o = self.options
-        experts = load_or_train_experts(ctx, self.expert_config())
+        return self.match(ctx, ipc, self.resolved_options(ctx, ipc))
+
+    def match(self, ctx: DistillContext, ipc: int, o) -> SyntheticSet:
+        """The matching loop with the run's options ``o``."""
+        experts = load_or_train_experts(ctx, self.expert_config(o))
         start_time = time.perf_counter()
         g = generator(ctx.seed)
         rng = np.random.default_rng(ctx.seed)
-        images, labels = self.init_set(ctx, ipc, experts, g)
+        images, labels = self.init_set(ctx, ipc, experts, g, o)
         images = images.to(ctx.device).detach().clone()
         soft = labels.is_floating_point()
         labels = labels.to(ctx.device).detach().clone()
@@ -97,9 +111,9 @@ class TrajectoryMatchingBase(Distiller):
         opt_img = torch.optim.SGD([images], lr=o.lr_img, momentum=0.5)
         opt_lr = torch.optim.SGD([syn_lr], lr=o.lr_lr, momentum=0.5)
         opt_y = None
-        if soft and self.label_lr() is not None:
+        if soft and self.label_lr(o) is not None:
             labels.requires_grad_(True)
-            opt_y = torch.optim.SGD([labels], lr=self.label_lr(), momentum=self.label_lr_momentum)
+            opt_y = torch.optim.SGD([labels], lr=self.label_lr(o), momentum=self.label_lr_momentum)
         net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
         net.requires_grad_(False)
         steps = CompiledSteps(net) if o.compile else EagerSteps(net)
@@ -123,7 +137,7 @@ class TrajectoryMatchingBase(Distiller):
             if not order:
                 order.extend(rng.permutation(len(experts)).tolist())
             traj = experts[order.pop()]
-            t = self.start_epoch(it, rng)
+            t = self.start_epoch(it, rng, o)
             plan = make_plan(n, o.syn_steps, batch_syn, generator=g, dsa_strategy=o.dsa_strategy, image_size=images.shape[-1])
             r = match_trajectory(net, traj[t].to(ctx.device), traj[t + o.expert_epochs].to(ctx.device), images,
                                  labels, syn_lr, plan, mode=o.mode, steps=steps)
@@ -132,7 +146,7 @@ class TrajectoryMatchingBase(Distiller):
             if not loop.report(r.loss):
                 continue
             self.losses.append(r.loss)
-            if self.accept(r.loss):
+            if self.accept(r.loss, o):
                 for opt, p, grad in ((opt_img, images, r.grad_images), (opt_lr, syn_lr, r.grad_lr), (opt_y, labels, r.grad_labels)):
                     if opt is not None and grad is not None:
                         opt.zero_grad(set_to_none=True)
@@ -159,7 +173,7 @@ class TrajectoryMatchingBase(Distiller):
 class MTT(TrajectoryMatchingBase):
     name = "mtt"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         iterations: int = 5000
         num_experts: int = 100

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.runtime import generator
 
@@ -16,8 +16,9 @@ from ddlnl.utils.runtime import generator
 @register_distiller
 class RandomReal(Distiller):
     name = "random"
+    capabilities = Capabilities(checkpoints=False)  # one draw, no loop: running again is the resume
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         pass
 

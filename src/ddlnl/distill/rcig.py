@@ -1,6 +1,6 @@
 """``rcig``: repeated convex implicit gradients (Loo et al., ICML 2023), as the seed paper runs it.
 
-methods.md §4. Per outer iteration:
+docs/methods/rcig.md. Per outer iteration:
 
 1. pick a model of the pool (base weights theta0 of RCIG's ConvNet with softplus(60));
 2. **inner problem**: on the coreset (images plus their horizontal flips, learned labels)
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ddlnl.distill import rcig_math as R
-from ddlnl.distill.base import DistillContext, Distiller, register_distiller
+from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.models import create_model
@@ -52,11 +52,12 @@ from ddlnl.utils.runtime import generator
 @register_distiller
 class RCIG(Distiller):
     name = "rcig"
+    capabilities = Capabilities(soft_labels=True, native_eval=True)  # labels: learned regression targets
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         iterations: int = 10000
-        # RCIG's network for distillation (methods.md §4.1); depth null = 3/4/5 for 32/64/128 px
+        # RCIG's network for distillation (docs/methods/rcig.md §4.1); depth null = 3/4/5 for 32/64/128 px
         width: int = 128
         depth: int | None = None
         softplus_temp: float = 60.0
@@ -111,7 +112,7 @@ class RCIG(Distiller):
                 if v is None and name in ("inner_lr", "hvp_lr"):
                     continue
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v <= 0:
-                    raise ConfigError(f"rcig {name} must be a positive number, got {v!r}", "see methods.md §4.3-4.5 for RCIG's values")
+                    raise ConfigError(f"rcig {name} must be a positive number, got {v!r}", "see docs/methods/rcig.md §4.3-4.5 for RCIG's values")
             if not isinstance(self.softplus_temp, (int, float)) or self.softplus_temp < 0:
                 raise ConfigError(f"rcig softplus_temp must be >= 0, got {self.softplus_temp!r}", "use 60 (RCIG) or 0 (ReLU)")
             if not 1.0 < float(self.tune_factor) <= 10.0:

@@ -1,6 +1,6 @@
 """RCIG's mathematics: linearised network, kernel-ridge read-out, inner solve, implicit gradient.
 
-Notation (methods.md §4.2-4.4). A network f(x; theta) with features phi(x; theta) is
+Notation (docs/methods/rcig.md §4.2-4.4). A network f(x; theta) with features phi(x; theta) is
 linearised around base weights theta0: the tangent output is ``o(x) = J(x) delta`` with
 ``J(x) = d f(x; theta0) / d theta`` restricted to the *tangent mask* (every conv layer and the
 classifier bias; the classifier kernel is replaced by the kernel-ridge read-out). On the

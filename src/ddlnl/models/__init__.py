@@ -69,6 +69,13 @@ def create_model(
     return _REGISTRY[name](num_classes, image_size=image_size, in_channels=in_channels, **kwargs)
 
 
+def model_spec(spec) -> dict | None:
+    """A model name or mapping (as presets write them) as a mapping; None for null/off."""
+    if spec in (None, False, "", "null", "none"):
+        return None
+    return {"name": spec} if isinstance(spec, str) else dict(spec)
+
+
 def check_positive_int(what: str, value) -> None:
     """Raise ConfigError unless ``value`` is an int >= 1 (shared by the model files)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,4 +1,4 @@
-"""RCIG's ConvNet (Loo et al., ICML 2023; methods.md §4.1), ``rcig_convnet``.
+"""RCIG's ConvNet (Loo et al., ICML 2023; docs/methods/rcig.md §4.1), ``rcig_convnet``.
 
 ``depth`` blocks of conv3x3 (padding 1, bias) -> activation -> AvgPool(2), with widths
 ``width * 2**i`` (128, 256, 512 for the default depth 3), **no normalisation**, then a

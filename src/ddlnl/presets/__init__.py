@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ddlnl.errors import ConfigError, yaml_error
+from ddlnl.models import model_spec
 from ddlnl.utils.yamlio import load_yaml
 
 PRESET_DIR = Path(__file__).parent
@@ -94,13 +95,6 @@ def validate_preset(preset, where: str = "preset") -> None:
     if preset["evaluation"].get("model") is not None:
         _check_model(preset["evaluation"]["model"], f"{where}: evaluation.model")
     _check_baselines(preset.get("baselines"), preset["baseline"]["train"], where)
-
-
-def model_spec(spec) -> dict | None:
-    """A model name or mapping as a mapping; None for null/off."""
-    if spec in (None, False, "", "null", "none"):
-        return None
-    return {"name": spec} if isinstance(spec, str) else dict(spec)
 
 
 def cross_arch_model(evaluation: dict) -> dict | None:

@@ -4,16 +4,13 @@
 
 1. take an exclusive lock on the cell folder (a second worker on the same cell waits, then
    finds every stage saved and finishes in seconds);
-2. copy what sibling cells already made from the study's shared folders into the cell
-   folder: the noise realisation from ``noise/<group>/`` (``noisy_labels.npy`` and
-   ``noise.json``, which ``run_experiment`` reuses when they match), the full-noisy-set
-   baseline stage from ``baseline/<group>/full_noisy.json`` and the random control of the
-   same IPC from ``baseline/<group>/random-ipc<N>.{json,safetensors}``. ``run_experiment``
-   checks each stage's key and recomputes on any mismatch, so sharing can never give a cell
-   a result made under another configuration;
-3. ``run_experiment`` (resuming whatever stages the cell folder holds);
-4. publish the cell's noise realisation, baseline and random control to the shared folders
-   (first writer wins; atomic), and write ``done.json``.
+2. import what sibling cells of its group already made (:meth:`ddlnl.stages.RunFolder.import_shared`:
+   the noise realisation, the full-noisy baseline and the random control of the same IPC).
+   Each carries the key it was made under and ``run_experiment`` recomputes on any mismatch,
+   so sharing can never give a cell a result made under another configuration;
+3. ``run_experiment(cell.spec(), folder)`` (resuming whatever stages the cell folder holds);
+4. publish the cell's shareable parts for its siblings (:meth:`~ddlnl.stages.RunFolder.export_shared`,
+   first writer wins; atomic), and write ``done.json``.
 
 A *group* is (dataset, imbalance, noise realisation, seed, preset, overrides): every cell
 of a group differs only in method and IPC. The driver runs the first cell of each group
@@ -39,7 +36,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,9 +44,11 @@ import traceback
 from pathlib import Path
 
 from ddlnl.errors import ConfigError, DdlnlError
+from ddlnl.results import read_result
+from ddlnl.stages import RunFolder
 from ddlnl.study.spec import Cell, StudySpec
 from ddlnl.study.store import Store
-from ddlnl.utils.io import atomic_path, write_json
+from ddlnl.utils.io import write_json
 
 EXECUTORS = ("local", "processes", "slurm")
 
@@ -78,16 +76,15 @@ def execute_cell(job: dict) -> dict:
 
         try:
             cell = Cell.from_config(job["cell"])
-            study = Path(job["study_dir"])
-            noise_dir, base_dir = study / "noise" / cell.group, study / "baseline" / cell.group
-            imported = _import_shared(out, noise_dir, base_dir, cell.ipc)
+            folder, shared = RunFolder(out), Path(job["study_dir"])
+            imported = folder.import_shared(shared, cell.group, cell.ipc)
             log(f"[study] cell {cell.id} (pid {os.getpid()} on {outcome['host']}); from siblings: {sorted(imported) or 'nothing'}")
             from ddlnl.run import run_experiment
 
-            result = run_experiment(cell.run_config(out), log=log)
-            shared = {k: _unchanged(out / rel, digest) for k, (rel, digest) in imported.items()}
-            _publish(out, noise_dir, base_dir, cell.ipc)
-            outcome.update(status="finished", shared=shared, experiment_s=result["timings_s"]["total"])
+            result = run_experiment(cell.spec(), out, log=log, progress=False)
+            used = {part: folder.used_unchanged(part, digest) for part, digest in imported.items()}
+            folder.export_shared(shared, cell.group, cell.ipc)
+            outcome.update(status="finished", shared=used, experiment_s=result["timings_s"]["total"])
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded, the study goes on
             log(traceback.format_exc())
             msg = f"{e.problem} (fix: {e.fix})" if isinstance(e, DdlnlError) and e.fix else f"{type(e).__name__}: {e}"
@@ -97,50 +94,6 @@ def execute_cell(job: dict) -> dict:
         if outcome["status"] == "finished":
             write_json(out / "done.json", outcome | {"config_hash": job["config_hash"]})
     return outcome
-
-
-def _digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _copy(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def _import_shared(out: Path, noise_dir: Path, base_dir: Path, ipc: int) -> dict:
-    """Copy sibling results into a fresh cell folder; returns {what: (relative path, digest)}."""
-    imported = {}
-    if not (out / "noisy_labels.npy").exists() and (noise_dir / "noisy_labels.npy").exists() and (noise_dir / "noise.json").exists():
-        _copy(noise_dir / "noisy_labels.npy", out / "noisy_labels.npy")
-        _copy(noise_dir / "noise.json", out / "noise.json")
-        imported["noise"] = ("noisy_labels.npy", _digest(out / "noisy_labels.npy"))
-    if not (out / "stages" / "full_noisy.json").exists() and (base_dir / "full_noisy.json").exists():
-        _copy(base_dir / "full_noisy.json", out / "stages" / "full_noisy.json")
-        imported["full_noisy"] = ("stages/full_noisy.json", _digest(out / "stages" / "full_noisy.json"))
-    rj, rs = base_dir / f"random-ipc{ipc}.json", base_dir / f"random-ipc{ipc}.safetensors"
-    if not (out / "stages" / "random.json").exists() and rj.exists() and rs.exists():
-        _copy(rs, out / "random.safetensors")
-        _copy(rj, out / "stages" / "random.json")
-        imported["random"] = ("stages/random.json", _digest(out / "stages" / "random.json"))
-    return imported
-
-
-def _unchanged(path: Path, digest: str) -> bool:
-    """True when the imported file was used as is (run_experiment rewrites a stage whose key differs)."""
-    return path.exists() and _digest(path) == digest
-
-
-def _publish(out: Path, noise_dir: Path, base_dir: Path, ipc: int) -> None:
-    pairs = [(out / "noisy_labels.npy", noise_dir / "noisy_labels.npy"), (out / "noise.json", noise_dir / "noise.json"),
-             (out / "stages" / "full_noisy.json", base_dir / "full_noisy.json"),
-             (out / "random.safetensors", base_dir / f"random-ipc{ipc}.safetensors"),
-             (out / "stages" / "random.json", base_dir / f"random-ipc{ipc}.json")]
-    for src, dst in pairs:  # the .json of each pair last: a reader that sees it finds its partner
-        if src.exists() and not dst.exists():
-            _copy(src, dst)
 
 
 # == executors ==============================================================================
@@ -354,37 +307,12 @@ def make_executor(name: str, max_workers: int | None, folder: Path, cluster: str
 
 # == the driver =============================================================================
 
-def check_methods(spec: StudySpec) -> None:
-    """Every (preset, method) of the study exists before anything runs."""
-    from ddlnl.distill import create_distiller, list_distillers
-    from ddlnl.presets import apply_overrides, load_preset, method_options
-
-    presets, missing, checked = {}, [], set()
-    for c in spec.cells:
-        key = (c.preset, c.overrides)
-        if key not in presets:
-            presets[key] = apply_overrides(load_preset(c.preset), list(c.overrides))[0]
-        if c.method not in list_distillers():
-            missing.append(f"{c.method} (not implemented)")
-        elif c.method not in presets[key]["methods"]:
-            missing.append(f"{c.method} (no settings in preset {c.preset})")
-        elif (key, c.method) not in checked:
-            checked.add((key, c.method))
-            try:
-                create_distiller(c.method, **method_options(presets[key], c.method))  # unknown options fail here
-            except ConfigError as e:
-                raise ConfigError(f"cell {c.id}: {e.problem}", e.fix) from None
-    if missing:
-        raise ConfigError(f"study {spec.name!r} uses method(s) this installation cannot run: {', '.join(sorted(set(missing)))}",
-                          "remove them from the study's methods, or add their settings to the preset")
-
-
 def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_workers: int | None = None, *,
               log=print, cluster: str | None = None, poll_s: float = 0.2) -> dict:
     """Run every unfinished cell of ``spec`` into ``out``; return a summary."""
     t0 = time.perf_counter()
     out = Path(out).resolve()
-    check_methods(spec)
+    spec.check()
     ex = make_executor(executor, max_workers or spec.max_workers, out, cluster)
     out_dirs = {c.id: out / "cells" / c.id for c in spec.cells}
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +343,7 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
             f"{f' ({adopted} adopted from cell folders)' if adopted else ''}"
             f"{f', {len(running)} still running on the cluster (re-attached)' if running else ''}, {len(todo)} to run "
             f"with executor {ex.name} (max {ex.max_workers} at once)")
-        deps = _dependencies(spec.cells)
+        deps = dependencies(spec.cells)
         failed: set[str] = set()
         overheads: list[float] = []
         done_now = 0
@@ -448,9 +376,9 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
                     result = None
                     if outcome.get("status") == "finished":
                         try:
-                            result = json.loads(Path(outcome["result_path"]).read_text())
-                        except (OSError, ValueError) as e:
-                            outcome = outcome | {"status": "failed", "error": f"cannot read {outcome['result_path']}: {e}"}
+                            result = read_result(outcome["result_path"])
+                        except DdlnlError as e:
+                            outcome = outcome | {"status": "failed", "error": f"{e.problem} ({e.fix})"}
                     if result is not None:
                         store.record_finished(cid, result, outcome)
                         finished.add(cid)
@@ -490,7 +418,7 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
         driver_lock.close()
 
 
-def _dependencies(cells: list[Cell]) -> dict[str, set[str]]:
+def dependencies(cells: list[Cell]) -> dict[str, set[str]]:
     """What each cell waits for: the first cell of its group (noise realisation, full-noisy
     baseline), of its group and IPC (random control) and of its group and method (a method's
     cached work, e.g. MTT/DATM expert trajectories, which depend on the noisy labels but not on IPC)."""
@@ -513,8 +441,8 @@ def _adopt(store: Store, cells: dict[str, Cell], out_dirs: dict[str, Path]) -> i
         if done.exists() and res.exists():
             try:
                 outcome = json.loads(done.read_text())
-                result = json.loads(res.read_text())
-            except (OSError, ValueError):
+                result = read_result(res)
+            except (OSError, ValueError, DdlnlError):
                 continue
             if outcome.get("config_hash") == cell.config_hash():
                 store.record_finished(cell.id, result, outcome | {"adopted": True})

@@ -22,15 +22,15 @@ Writes into ``DIR/report/``:
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import ConfigError
+from ddlnl.results import MAIN_ROLES as ROLES
 
-ROLES = ("full_noisy", "random", "distilled")
 MAX_GRID_ROWS, MAX_GRID_COLS = 20, 10
 
 
@@ -47,46 +47,36 @@ def _plt():
 
 def load_rows(folder: Path) -> tuple[list[dict], dict]:
     """Finished cells, each with its evaluations under ``evals[role]``, and the study meta."""
-    from ddlnl.study.store import DB_NAME, open_readonly
+    from ddlnl.study.store import DB_NAME, read_study
 
     if not (folder / DB_NAME).exists():
         raise ConfigError(f"{folder} has no {DB_NAME}", "pass a folder written by `ddlnl study STUDY.yaml --out DIR`")
-    conn = open_readonly(folder)
-    try:
-        meta = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT key, value FROM meta")}
-        cells = [dict(r) for r in conn.execute("SELECT * FROM cells ORDER BY rowid")]
-        evals = defaultdict(dict)
-        for r in conn.execute("SELECT * FROM evaluations"):
-            d = dict(r)
-            for k in ("accs", "per_class", "confusion"):
-                d[k] = json.loads(d[k]) if d[k] else None
-            evals[d["cell_id"]][d["role"]] = d
-    finally:
-        conn.close()
+    meta, cells, evaluations = read_study(folder)
+    evals = defaultdict(dict)
+    for e in evaluations:
+        evals[e["cell_id"]][e["role"]] = e
     for c in cells:
         c["evals"] = evals.get(c["id"], {})
-        c["classes"] = json.loads(c["classes"]) if c.get("classes") else None
-        c["timings"] = json.loads(c["timings"]) if c.get("timings") else {}
     meta["all_cells"] = cells
     return [c for c in cells if c["status"] == "finished" and c["evals"]], meta
 
 
-def _human(noise: str) -> bool:
-    from ddlnl.data.noise import HUMAN_NOISE
-
-    return noise in HUMAN_NOISE
+def _noise(c) -> NoiseSpec:
+    return NoiseSpec(c["noise"], c["rate"])
 
 
 def _family(c) -> str:
-    return "human" if _human(c["noise"]) else c["noise"]
+    return "human" if _noise(c).is_human else c["noise"]
 
 
 def _level(c) -> str:
-    return c["noise"] if _human(c["noise"]) or c["noise"] == "clean" else f"{c['rate']:g}"
+    """The noise level within its family: ``0.4``, or the label set's name."""
+    n = _noise(c)
+    return f"{n.rate:g}" if n.takes_rate else n.type
 
 
 def _noise_name(c) -> str:
-    return _level(c) if _human(c["noise"]) or c["noise"] == "clean" else f"{c['noise']} {c['rate']:g}"
+    return _noise(c).name
 
 
 def _x_rate(cells) -> float:
@@ -206,19 +196,24 @@ def markdown_tables(agg: list[dict]) -> list[str]:
 def other_rows_table(rows: list[dict]) -> list[str]:
     """Noisy-label baselines and fairness controls (``baselines.*``, ``controls.*`` evaluations), pooled over seeds."""
     pooled = defaultdict(list)
+    labels = {}
     for c in rows:
         for role, ev in c["evals"].items():
             if role not in ROLES:
                 key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
-                pooled[(_setting_name(_setting(c)), _noise_name(c), role, key_ipc)].append(ev)
+                key = (_setting_name(_setting(c)), _noise_name(c), role, key_ipc)
+                pooled[key].append(ev)
+                labels.setdefault(key, ev.get("label") or role)
     if not pooled:
         return []
-    lines = ["## Other rows: noisy-label baselines and controls", "", "| setting | noise | row | method, IPC | test acc (%) |",
-             "|---|---|---|---|---|"]
-    for (setting, noise, role, mi), evs in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    lines = ["## Other rows: noisy-label baselines and controls", "",
+             "| setting | noise | row | what was trained on | method, IPC | test acc (%) |", "|---|---|---|---|---|---|"]
+    for key, evs in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        setting, noise, role, mi = key
         if role.startswith("baselines."):  # one per group: identical across the group's cells
             evs = evs[:1]
-        lines.append(f"| {setting} | {noise} | {role} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | {_pct(_pool(evs))} |")
+        lines.append(f"| {setting} | {noise} | {role} | {labels[key]} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | "
+                     f"{_pct(_pool(evs))} |")
     return lines + [""]
 
 

@@ -1,4 +1,4 @@
-"""Study files: a validated YAML grid that expands to cells (one ``RunConfig`` each).
+"""Study files: a validated YAML grid that expands to cells (one :class:`ExperimentSpec` each).
 
 A study file looks like this (every key but ``grid`` is optional)::
 
@@ -34,15 +34,21 @@ group and IPC share the random control (see :mod:`ddlnl.study.executors`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
 
+from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import ConfigError, yaml_error
+from ddlnl.spec import ExperimentSpec
 from ddlnl.utils.yamlio import load_yaml
+
+_SPECS: dict = {}  # Cell -> ExperimentSpec (a spec resolves its preset once; cells are hashed often)
 
 TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid"}
 GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines"}
@@ -53,7 +59,7 @@ SLURM_CELL_KEYS = SLURM_KEYS - {"by_method"}
 
 @dataclass(frozen=True)
 class Cell:
-    """One experiment of a study: everything ``RunConfig`` needs except the output folder."""
+    """One experiment of a study: its grid values, the identity and group they give, and its :meth:`spec`."""
 
     dataset: str
     noise: str
@@ -85,7 +91,7 @@ class Cell:
         """The parts of the resolved preset (after overrides) that this cell's result depends on:
         data, preprocessing, network, evaluation, baseline recipe, its method's and the random
         control's options (and the noisy-label baselines' options when the preset has them)."""
-        preset = _resolved_preset(self.preset, self.overrides)
+        preset = self.spec().resolved.preset
         methods = preset.get("methods") or {}
         parts = {k: preset.get(k) for k in ("version", "data", "preprocess", "model", "evaluation", "baseline")}
         parts["methods"] = {m: methods.get(m) for m in (self.method, "random")}
@@ -102,11 +108,13 @@ class Cell:
         return _hash(self.identity() | {"resolved_preset": self.preset_parts()})
 
     @property
+    def noise_spec(self) -> NoiseSpec:
+        return NoiseSpec(self.noise, self.rate, self.seed)
+
+    @property
     def noise_slug(self) -> str:
         """``symmetric-0.4``, ``aggre``, ``clean``."""
-        from ddlnl.data.noise import HUMAN_NOISE
-
-        return self.noise if self.noise in HUMAN_NOISE or self.noise == "clean" else f"{self.noise}-{self.rate:g}"
+        return self.noise_spec.tag
 
     @property
     def group(self) -> str:
@@ -127,20 +135,16 @@ class Cell:
         """A readable, unique folder name: ``<group>-<method>-ipc<N>``."""
         return f"{self.group}-{self.method}-ipc{self.ipc}"
 
-    def run_config(self, out: str | Path, progress: bool = False):
-        import dataclasses
-
-        from ddlnl.run import RunConfig
-
-        extra = {}
-        if self.baselines:
-            if "baselines" not in {f.name for f in dataclasses.fields(RunConfig)}:
-                raise ConfigError(f"cell {self.id} asks for baselines {list(self.baselines)}, but this version of ddlnl run has none",
-                                  "remove 'baselines' from the study")
-            extra["baselines"] = list(self.baselines)
-        return RunConfig(dataset=self.dataset, noise=self.noise, rate=self.rate, method=self.method, ipc=self.ipc,
-                         preset=self.preset, out=str(out), seed=self.seed, noise_seed=self.seed, data_root=self.data_root,
-                         imbalance=self.imbalance, device=self.device, overrides=list(self.overrides), progress=progress, **extra)
+    def spec(self) -> ExperimentSpec:
+        """The cell as an experiment (its noise realised with the cell's seed); cached per cell."""
+        key = (self, _mtime(self.preset))  # an edited preset file is read again
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _SPECS[key] = ExperimentSpec(
+                dataset=self.dataset, noise=self.noise_spec, method=self.method, ipc=self.ipc, preset=self.preset,
+                overrides=self.overrides, seed=self.seed, imbalance=self.imbalance, baselines=self.baselines or ("ce",),
+                device=self.device, data_root=self.data_root)
+        return spec
 
     @classmethod
     def from_config(cls, d: dict) -> Cell:
@@ -158,6 +162,30 @@ class StudySpec:
     max_workers: int | None = None
     slurm: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)  # the parsed YAML, stored with the study
+    where: str = "study"  # the study file, for error messages
+
+    def select(self, patterns: list[str]) -> StudySpec:
+        """The cells whose id matches any of the shell patterns, in study order: a way to run part of
+        a grid (one method, one noise setting) into the same folder, or to split it across machines."""
+        chosen = [c for c in self.cells if any(fnmatchcase(c.id, p) for p in patterns)]
+        if not chosen:
+            shown = ", ".join(c.id for c in self.cells[:3]) + (", ..." if len(self.cells) > 3 else "")
+            raise ConfigError(f"{self.where}: no cell id matches --only {' '.join(patterns)}",
+                              f"use a shell pattern over the cell ids (e.g. '*-dance-*'); ids look like: {shown}")
+        return dataclasses.replace(self, cells=chosen)
+
+    def with_data_root(self, data_root: str) -> StudySpec:
+        """Cells that name no data folder read ``data_root``."""
+        return dataclasses.replace(self, cells=[c if c.data_root else dataclasses.replace(c, data_root=data_root) for c in self.cells])
+
+    def check(self) -> None:
+        """Every cell is a valid experiment (dataset, noise, method and its options, baselines,
+        preset and overrides), before any cell runs and before any SLURM job is submitted."""
+        for c in self.cells:
+            try:
+                c.spec()
+            except ConfigError as e:
+                raise ConfigError(f"{self.where}: cell {c.id}: {e.problem}", e.fix) from None
 
     def slurm_for(self, cell: Cell) -> dict:
         """SLURM resources of one cell: the study's defaults, then ``by_method`` for its method."""
@@ -212,12 +240,10 @@ def parse_study(raw, where: str = "study", default_name: str = "study") -> Study
             if prev is not None and prev != cell:
                 raise ConfigError(f"{gw}: two different cells share the name {cell.id}", "make the grid entries differ in a named field")
             cells[cell.id] = cell
-    return StudySpec(name, list(cells.values()), desc, max_workers, slurm, raw)
+    return StudySpec(name, list(cells.values()), desc, max_workers, slurm, raw, where)
 
 
 def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[Cell]:
-    from ddlnl.data.noise import HUMAN_NOISE, NoiseSpec
-
     _mapping(g, where, "a grid entry is a mapping with datasets, noise, methods, ipc and seeds")
     _unknown(g, GRID_KEYS, where)
     if "datasets" in g and "dataset" in g:
@@ -244,13 +270,12 @@ def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[C
         for ntype, rate, nw in noises:
             for seed in seeds:
                 try:
-                    NoiseSpec(ntype, rate, seed)
+                    r = NoiseSpec.create(ntype, rate, seed).rate
                 except ConfigError as e:
                     raise ConfigError(f"{nw}: {e.problem}", e.fix) from None
                 for imb in imbs:
                     for m in methods:
                         for ipc in ipcs:
-                            r = 0.0 if ntype in HUMAN_NOISE else rate
                             fields = {"dataset": ds, "noise": ntype, "rate": f"{r:g}", "seed": seed, "method": m, "ipc": ipc,
                                       "imbalance": imb}
                             cov = tuple(_fill(o, fields, f"{where}: overrides") for o in ov)
@@ -269,12 +294,12 @@ def _fill(override: str, fields: dict, where: str) -> str:
                           f"use only {{{'}, {'.join(fields)}}} in overrides") from None
 
 
-def _noise_list(v, where) -> list[tuple[str, float, str]]:
+def _noise_list(v, where) -> list[tuple[str, float | None, str]]:
     out = []
     for j, item in enumerate([v] if isinstance(v, dict) else _list(v, where)):
         w = f"{where}[{j}]"
         if isinstance(item, str):
-            out.append((item, 0.0, w))
+            out.append((item, None, w))  # a human label set (or clean): the rate comes from NoiseSpec
             continue
         _mapping(item, w, "write {type: symmetric, rates: [0.2, 0.4]} or a human label set name such as aggre")
         _unknown(item, NOISE_KEYS, w)
@@ -286,7 +311,7 @@ def _noise_list(v, where) -> list[tuple[str, float, str]]:
         if "rates" in item:
             rates = [_num(r, f"{w}: rates[{k}]") for k, r in enumerate(_list(item["rates"], f"{w}: rates"))]
         else:
-            rates = [_num(item.get("rate", 0.0), f"{w}: rate")]
+            rates = [_num(item["rate"], f"{w}: rate") if "rate" in item else None]
         out.extend((t, r, w) for r in rates)
     return out
 
@@ -373,18 +398,6 @@ def _num(v, where) -> float:
 
 def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in str(s))
-
-
-_PRESETS: dict = {}
-
-
-def _resolved_preset(preset: str, overrides: tuple[str, ...]) -> dict:
-    from ddlnl.presets import apply_overrides, load_preset
-
-    key = (preset, overrides, _mtime(preset))
-    if key not in _PRESETS:
-        _PRESETS[key] = apply_overrides(load_preset(preset), list(overrides))[0]
-    return _PRESETS[key]
 
 
 def _mtime(preset: str):

@@ -4,15 +4,20 @@ Tables
 ------
 ``cells``        one row per cell: status (pending / running / finished / failed), the full
                  config (JSON) and its hash, timings, the executor and job id, artefact paths.
-``evaluations``  one row per cell and evaluated training set (``full_noisy``, ``random``,
-                 ``distilled``): mean/std accuracy, per-run accuracies, per-class accuracy,
+``evaluations``  one row per cell and evaluated training set: every row
+                 :func:`ddlnl.results.evaluated_rows` finds in the cell's result.json
+                 (``full_noisy``, ``random``, ``distilled``, ``baselines.<name>``,
+                 ``controls.<name>`` and nested ones such as ``controls.cross_arch.random``):
+                 its label, mean/std accuracy, per-run accuracies, per-class accuracy,
                  confusion matrix, label kind and the synthetic-set file.
 ``meta``         the study name, the parsed study file and bookkeeping (key/value JSON).
 
 Only the study driver writes, each change in one transaction (``with conn:``), in WAL
 mode, so a driver killed at any moment leaves the database at the last finished change.
 A finished cell is recorded (row + evaluations) in one transaction after its
-``result.json`` exists, so nothing is half-recorded.
+``result.json`` exists, so nothing is half-recorded. Every SQL statement of the package is
+in this module; readers (``ddlnl study --list``, the report) use :func:`read_cells` and
+:func:`read_study`, which open the database read-only.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ddlnl.results import evaluated_rows
+
 DB_NAME = "study.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: evaluations.label
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -54,12 +61,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     role TEXT NOT NULL,
     acc_mean REAL, acc_std REAL, runs INTEGER,
     accs TEXT, per_class TEXT, confusion TEXT,
-    label_kind TEXT, synset_path TEXT, seconds REAL,
+    label_kind TEXT, synset_path TEXT, seconds REAL, label TEXT,
     PRIMARY KEY (cell_id, role)
 );
 """
 
-ROLES = ("full_noisy", "random", "distilled")
 
 
 class Store:
@@ -74,6 +80,9 @@ class Store:
         for stmt in SCHEMA.strip().split(";"):
             if stmt.strip():
                 self.conn.execute(stmt)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(evaluations)")}
+        if "label" not in columns:  # a version-1 database: its rows get their labels when their cells are recorded again
+            self.conn.execute("ALTER TABLE evaluations ADD COLUMN label TEXT")
         self.set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
@@ -180,29 +189,18 @@ class Store:
                  outcome.get("log_path"), result.get("noise", {}).get("actual_rate"), json.dumps(result.get("classes")), cell_id))
             c.execute("DELETE FROM evaluations WHERE cell_id = ?", (cell_id,))
             out_dir = Path(outcome.get("result_path", "")).parent
-            for role, r in evaluated_rows(result.get("results", {})):
-                synset = r.get("synset")
+            for row in evaluated_rows(result, include_skipped=False):
+                r, synset = row.value, row.value.get("synset")
                 c.execute(
-                    "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (cell_id, role, r.get("acc_mean"), r.get("acc_std"), r.get("runs"), json.dumps(r.get("accs")),
+                    "INSERT INTO evaluations (cell_id, role, acc_mean, acc_std, runs, accs, per_class, confusion, label_kind,"
+                    " synset_path, seconds, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (cell_id, row.role, r.get("acc_mean"), r.get("acc_std"), r.get("runs"), json.dumps(r.get("accs")),
                      json.dumps(r.get("per_class")), json.dumps(r.get("confusion")), r.get("label_kind", "hard"),
-                     str(out_dir / synset) if synset else None, r.get("seconds")))
+                     str(out_dir / synset) if synset else None, r.get("seconds"), row.label))
         self._tx(fn)
 
     def evaluations(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM evaluations ORDER BY rowid")]
-
-
-def evaluated_rows(results: dict) -> list[tuple[str, dict]]:
-    """(role, row) for every evaluated training set in ``result.json``'s ``results``: the three
-    main rows, then any ``baselines.<name>`` (other than CE, which is ``full_noisy``) and
-    ``controls.<name>`` rows that carry an accuracy."""
-    rows = [(role, results[role]) for role in ROLES if isinstance(results.get(role), dict)]
-    for section in ("baselines", "controls"):
-        for name, r in (results.get(section) or {}).items():
-            if isinstance(r, dict) and "acc_mean" in r and not (section == "baselines" and name == "ce"):
-                rows.append((f"{section}.{name}", r))
-    return rows
 
 
 def open_readonly(folder: str | Path) -> sqlite3.Connection:
@@ -210,3 +208,32 @@ def open_readonly(folder: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def read_cells(folder: str | Path) -> list[dict]:
+    """Every cell row of a study folder's database (empty when it has none yet), read-only."""
+    if not (Path(folder) / DB_NAME).exists():
+        return []
+    conn = open_readonly(folder)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM cells ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+def read_study(folder: str | Path) -> tuple[dict, list[dict], list[dict]]:
+    """(meta, cells, evaluations) of a study folder's database, read-only; JSON columns decoded."""
+    conn = open_readonly(folder)
+    try:
+        meta = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT key, value FROM meta")}
+        cells = [dict(r) for r in conn.execute("SELECT * FROM cells ORDER BY rowid")]
+        evals = [dict(r) for r in conn.execute("SELECT * FROM evaluations ORDER BY rowid")]
+    finally:
+        conn.close()
+    for c in cells:
+        c["classes"] = json.loads(c["classes"]) if c.get("classes") else None
+        c["timings"] = json.loads(c["timings"]) if c.get("timings") else {}
+    for e in evals:
+        for k in ("accs", "per_class", "confusion"):
+            e[k] = json.loads(e[k]) if e[k] else None
+    return meta, cells, evals

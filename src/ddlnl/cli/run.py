@@ -1,0 +1,37 @@
+"""``ddlnl run``: baselines, the random control and the distilled set, evaluated; writes result.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ddlnl.cli.common import DEFAULTS, add_eval_arg, add_experiment_args, checkpoint_every, experiment_spec
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="baseline + random control + distilled set, evaluated; writes result.json")
+    add_experiment_args(p)
+    p.add_argument("--out", default=DEFAULTS["out"], help="run folder (default: runs/demo)")
+    p.add_argument("--baselines", default="ce", metavar="LIST",
+                   help="noisy-label baselines on the full noisy set, comma-separated: ce, gce, sce, coteaching, dividemix, "
+                        "cleanlab (optional extra), or 'all' (default: ce; ce always runs)")
+    p.add_argument("--json", action="store_true", help="print result.json instead of the table")
+    add_eval_arg(p)
+
+
+def main(args) -> int:
+    from ddlnl.baselines import parse_baselines
+    from ddlnl.results import format_result_table
+    from ddlnl.run import run_experiment
+
+    spec = experiment_spec(args, baselines=parse_baselines(args.baselines))
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print()
+        print(format_result_table(result))
+        print(f"\nwrote {Path(args.out) / 'result.json'}")
+    return 0

@@ -1,0 +1,151 @@
+"""What ``result.json`` holds, and the one reader of its evaluated rows.
+
+A result is a JSON object written by ``ddlnl run`` (and by every study cell)::
+
+    {"schema_version": 2, "dataset", "noise": {type, nominal_rate, actual_rate, seed}, "method", "ipc",
+     "preset", "preset_version", "overrides", "seed", "imbalance", "num_train", "num_test", "classes",
+     "results": {"full_noisy": ROW, "baselines": {NAME: ROW}, "random": ROW, "distilled": ROW,
+                 "controls": {NAME: ROW | {"model": ..., "random": ROW, "distilled": ROW} | SKIPPED}},
+     "timings_s", "device", "machine", "versions"}
+
+A ROW is an evaluation (``acc_mean``, ``acc_std``, ``accs``, ``runs``, ``per_class``,
+``confusion``, ``cost`` ...); SKIPPED is ``{"skipped": why}``. Sections nest: any mapping
+under ``baselines`` or ``controls`` that holds ``acc_mean`` is a row, one that holds
+``skipped`` a skipped row, and any other mapping is a group whose members are read the same
+way (the cross-architecture control is such a group). So a new control needs no change here,
+in the CLI table, in the study database or in the report: :func:`evaluated_rows` finds it.
+
+Version 1 (no ``schema_version``) had the same shape; version 2 added the version field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddlnl.errors import DataError
+
+SCHEMA_VERSION = 2
+MAIN_ROLES = ("full_noisy", "random", "distilled")  # every result has these three evaluated rows
+
+BASELINE_LABELS = {"gce": "full noisy set (GCE)", "sce": "full noisy set (SCE)", "coteaching": "full noisy set (Co-teaching)",
+                   "dividemix": "full noisy set (DivideMix)", "cleanlab": "cleanlab-pruned set (CE)"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One training set a result evaluated (or skipped).
+
+    ``role`` is a stable dotted key (``full_noisy``, ``baselines.gce``, ``controls.cross_arch.random``)
+    used by the study database; ``label`` is what tables show."""
+
+    role: str
+    label: str
+    value: dict
+
+    @property
+    def skipped(self) -> str | None:
+        return self.value.get("skipped") if "acc_mean" not in self.value else None
+
+
+def evaluated_rows(result: dict, *, include_skipped: bool = True) -> list[Row]:
+    """Every evaluated row of a result, in table order: the full-noisy baseline, the other
+    baselines, the random control, the distilled set, then every control (nested ones included)."""
+    res, method, ipc = result["results"], result["method"], result["ipc"]
+    rows = [Row("full_noisy", "full noisy set (CE)", res["full_noisy"])]
+    for name, r in (res.get("baselines") or {}).items():
+        if name != "ce" and isinstance(r, dict):  # 'ce' is full_noisy
+            rows += [Row(role, BASELINE_LABELS.get(name, f"baseline {name}"), v) for role, v, _ in _walk(f"baselines.{name}", r)]
+    rows += [Row("random", f"random real, IPC {ipc}", res["random"]), Row("distilled", f"{method}, IPC {ipc}", res["distilled"])]
+    for name, r in (res.get("controls") or {}).items():
+        if isinstance(r, dict) and "see" not in r:  # {"see": "results.random"} points at a main row
+            rows += [Row(role, _control_label(method, ipc, role, model), v) for role, v, model in _walk(f"controls.{name}", r)]
+    if not include_skipped:
+        rows = [r for r in rows if r.skipped is None]
+    return rows
+
+
+def _walk(role: str, node: dict, model: str | None = None) -> list[tuple[str, dict, str | None]]:
+    """(role, row, model name of the enclosing group) of every row under ``node``."""
+    if "acc_mean" in node or "skipped" in node:
+        return [(role, node, model)]
+    group_model = node.get("model")
+    model = group_model.get("name") if isinstance(group_model, dict) else model
+    return [found for key, child in node.items() if isinstance(child, dict) and key != "model"
+            for found in _walk(f"{role}.{key}", child, model)]
+
+
+CONTROL_NAMES = {"hard_labels": "hard labels"}
+
+
+def _control_label(method: str, ipc: int, role: str, model: str | None) -> str:
+    """``datm, IPC 10, hard labels (control)``, ``datm init only, IPC 10 (control)``; a member of a
+    group with a model (the cross-architecture control) reads ``random real, IPC 10, resnet18 (control)``."""
+    parts = role.split(".")[1:]
+    if parts == ["init_only"]:
+        return f"{method} init only, IPC {ipc} (control)"
+    if len(parts) == 1:
+        return f"{method}, IPC {ipc}, {CONTROL_NAMES.get(parts[0], parts[0].replace('_', ' '))} (control)"
+    who = {"random": "random real", "distilled": method}.get(parts[-1], parts[-1].replace("_", " "))
+    return f"{who}, IPC {ipc}, {model or ' '.join(parts[:-1]).replace('_', ' ')} (control)"
+
+
+def read_result(path: str | Path) -> dict:
+    """A finished run's ``result.json`` (parsed as JSON, never executed), checked to have what
+    :func:`evaluated_rows` reads; a DataError that names the file and the fix otherwise."""
+    fix = "pass the result.json of a finished run (ddlnl run, or a study cell's folder)"
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read it as JSON ({e})", fix) from None
+    check_result(result, str(path), fix)
+    return result
+
+
+def write_result(path: str | Path, result: dict) -> None:
+    """Write a result (atomically), after checking that :func:`read_result` will take it back."""
+    from ddlnl.utils.io import write_json
+
+    check_result(result, str(path), "this is a bug in the code that built the result; report it")
+    write_json(path, result)
+
+
+def check_result(result, where: str = "result", fix: str = "pass the result of a finished ddlnl run") -> None:
+    missing = [k for k in ("method", "ipc", "results") if not isinstance(result, dict) or k not in result]
+    if not missing:
+        res = result["results"]
+        missing = [f"results.{k}" for k in MAIN_ROLES if not isinstance(res, dict) or not isinstance(res.get(k), dict)]
+    if missing:
+        raise DataError(f"{where}: not a ddlnl result.json (no {', '.join(missing)})", fix)
+    version = result.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise DataError(f"{where}: result schema version {version!r} is newer than this ddlnl reads ({SCHEMA_VERSION})",
+                        "upgrade ddlnl (pip install -U ddlnl) to read it")
+
+
+def _count(n: int) -> str:
+    n = int(n)
+    return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
+def format_result_table(result: dict) -> str:
+    """A Markdown table: baselines, the random control, the distilled set and its controls, with their cost."""
+    n = result["noise"]
+    head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
+            f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
+    lines = [head, "", "| training set | test acc (%) | runs | cost (s) | images processed |", "|---|---|---|---|---|"]
+    for row in evaluated_rows(result):
+        r = row.value
+        if row.skipped is not None:
+            if row.role.startswith("baselines."):  # a skipped control is said in result.json; a skipped baseline in the table
+                lines.append(f"| {row.label} | skipped | – | – | – |")
+            continue
+        c = r.get("cost") or {"seconds": r.get("seconds", 0.0), "images_processed": r.get("images_processed", 0)}
+        lines.append(f"| {row.label} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['runs']} | "
+                     f"{c['seconds']:.1f} | {_count(c['images_processed'])} |")
+    t = result["timings_s"]
+    lines.append("")
+    keys = [k for k in ("baselines", "experts", "distill", "evaluate", "controls", "total") if k in t]
+    lines.append("time (s): " + ", ".join(f"{k} {t[k]:.1f}" for k in keys) + f" | device {result.get('device', '?')}")
+    return "\n".join(lines)

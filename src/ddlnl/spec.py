@@ -1,0 +1,184 @@
+"""``ExperimentSpec``: one frozen, validated description of an experiment.
+
+Every entry point builds one — ``ddlnl run`` / ``distill`` / ``evaluate`` from flags, a study
+cell from its grid, a user from Python — and everything downstream reads it: the noise to
+realise, the resolved preset (after ``--set`` overrides), the method's options, the
+evaluation recipe, the baselines, the keys that name stages and caches. It is checked once,
+when it is made, with errors that say what to fix; nothing later re-derives or re-checks it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ddlnl.baselines import create_baseline, parse_baselines
+from ddlnl.data.noise import NoiseSpec
+from ddlnl.data.registry import check_dataset_name
+from ddlnl.distill import DistillContext, create_distiller
+from ddlnl.errors import ConfigError
+from ddlnl.experiment import PreparedData, prepare_data
+from ddlnl.presets import PROTOCOLS, apply_overrides, evaluation_for, load_preset, method_options
+from ddlnl.utils.runtime import versions
+
+SEED_MAX = 2**32  # numpy's RandomState (the noise realisation) takes seeds in [0, 2**32)
+
+
+@dataclass(frozen=True)
+class ResolvedPreset:
+    """The preset after overrides, its evaluation section set for the protocol, and the method's options."""
+
+    preset: dict
+    applied: dict  # the overrides that were applied, key -> parsed value
+    options: dict  # the distiller's options (methods.<method> without native_eval)
+
+    @property
+    def evaluation(self) -> dict:
+        return self.preset["evaluation"]
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """What to run. ``data_root`` and ``device`` say where, not what: they are not part of :meth:`identity`."""
+
+    dataset: str = "cifar10"
+    noise: NoiseSpec = field(default_factory=lambda: NoiseSpec.create("symmetric"))
+    method: str | None = "datm"  # None: no method (``ddlnl evaluate`` of a set made elsewhere)
+    ipc: int = 10
+    preset: str = "quick"
+    overrides: tuple[str, ...] = ()
+    seed: int = 0
+    imbalance: float | None = None
+    baselines: tuple[str, ...] = ("ce",)  # 'ce' (results.full_noisy) always runs, first
+    eval_protocol: str = "common"  # or "native": the method's own recipe (methods.<name>.native_eval)
+    device: str | None = None
+    data_root: str | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if not isinstance(self.noise, NoiseSpec):
+            raise ConfigError(f"noise must be a NoiseSpec, got {self.noise!r}",
+                              "build the spec with ExperimentSpec.create(noise='symmetric', rate=0.4)")
+        check_dataset_name(self.dataset)
+        if isinstance(self.ipc, bool) or not isinstance(self.ipc, (int, np.integer)) or self.ipc < 1:
+            raise ConfigError(f"--ipc must be a positive integer, got {self.ipc!r}", "pass --ipc 1, 10 or 50")
+        check_seed(self.seed)
+        if self.imbalance is not None:
+            set_(self, "imbalance", check_imbalance(self.imbalance))
+        if self.eval_protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown evaluation protocol {self.eval_protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
+        if isinstance(self.overrides, str):
+            raise ConfigError(f"overrides must be a list of KEY=VALUE strings, got the string {self.overrides!r}",
+                              "pass a list, e.g. ['evaluation.runs=5']")
+        set_(self, "overrides", tuple(self.overrides))
+        names = parse_baselines(list(self.baselines))
+        set_(self, "baselines", tuple(["ce"] + [n for n in names if n != "ce"]))
+        self.resolved  # noqa: B018 - the preset, overrides, method options and recipe are checked now
+
+    @classmethod
+    def create(cls, *, noise: str | NoiseSpec = "symmetric", rate: float | None = None, noise_seed: int | None = None,
+               seed: int = 0, **kwargs) -> ExperimentSpec:
+        """Build a spec from flat values (CLI flags, a study cell, a Python call): ``rate`` None
+        takes the noise's default (none for human label sets), ``noise_seed`` None the run seed."""
+        if not isinstance(noise, NoiseSpec):
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate)):
+                raise ConfigError(f"--rate is not a number ({rate!r})", "pass a number for --rate, e.g. 0.4")
+            noise = NoiseSpec.create(noise, rate, seed if noise_seed is None else noise_seed)
+        return cls(noise=noise, seed=seed, **kwargs)
+
+    # -- what the spec resolves to --------------------------------------------------------
+    @cached_property
+    def resolved(self) -> ResolvedPreset:
+        preset, applied = apply_overrides(load_preset(self.preset), list(self.overrides))
+        options = {}
+        if self.method is not None:
+            options = method_options(preset, self.method)
+            create_distiller(self.method, **options)  # unknown options and bad values fail here, before any data is read
+        elif self.eval_protocol != "common":
+            raise ConfigError("the native evaluation protocol is the recipe of a method, and no method was given",
+                              "use --eval common, or evaluate a set that records the method that made it")
+        preset["evaluation"] = evaluation_for(preset, self.method or "", self.eval_protocol)
+        for name in self.baselines[1:]:
+            if name not in (preset.get("baselines") or {}):
+                raise ConfigError(f"preset {preset['name']!r} has no settings for baseline {name!r}",
+                                  f"add baselines.{name} to the preset, or use one of: "
+                                  f"{', '.join(sorted(preset.get('baselines') or {})) or 'ce'}")
+        return ResolvedPreset(preset, applied, options)
+
+    def distiller(self):
+        if self.method is None:
+            raise ConfigError("this experiment names no method", "pass --method, e.g. --method datm")
+        return create_distiller(self.method, **self.resolved.options)
+
+    def random_control(self):
+        methods = self.resolved.preset["methods"]
+        return create_distiller("random", **(method_options(self.resolved.preset, "random") if "random" in methods else {}))
+
+    def extra_baselines(self) -> list:
+        """The requested baselines other than CE, configured from the preset's ``baselines:`` section."""
+        section = self.resolved.preset.get("baselines") or {}
+        return [create_baseline(name, **(section[name] or {})) for name in self.baselines[1:]]
+
+    # -- identity and keys ----------------------------------------------------------------
+    def identity(self) -> dict:
+        """What the result depends on (not where the data lives or which device runs it)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "data_root")} | {
+            "noise": self.noise.__dict__, "overrides": list(self.overrides), "baselines": list(self.baselines)}
+
+    def config(self) -> dict:
+        """``config.json`` of a run folder (without the resolved preset)."""
+        p = self.resolved.preset
+        return {"dataset": self.dataset, "noise": self.noise.__dict__, "method": self.method, "ipc": self.ipc, "preset": p["name"],
+                "preset_version": p.get("version"), "overrides": self.resolved.applied, "seed": self.seed,
+                "imbalance": self.imbalance, "baselines": list(self.baselines), "eval_protocol": self.eval_protocol}
+
+    def data_key(self) -> dict:
+        """What the prepared data (and so every stage trained on it) depends on."""
+        p = self.resolved.preset
+        return {"dataset": self.dataset, "noise": self.noise.__dict__, "seed": self.seed, "imbalance": self.imbalance,
+                "data": p["data"], "preprocess": p["preprocess"], "model": p["model"]}
+
+    def evaluation_key(self) -> dict:
+        """The evaluation section as a stage key, without the control switches (toggling them reruns only the controls)."""
+        return {k: v for k, v in self.resolved.evaluation.items() if k != "cross_arch"}
+
+    # -- what the spec builds -------------------------------------------------------------
+    def prepare_data(self, saved_noise: Path | None = None) -> PreparedData:
+        return prepare_data(self.dataset, self.noise, self.resolved.preset, data_root=self.data_root, imbalance=self.imbalance,
+                            seed=self.seed, saved_noise=saved_noise)
+
+    def distill_context(self, data: PreparedData, device, *, log=print, progress: bool = True, checkpoint: Path | None = None,
+                        checkpoint_every_s: float = 300.0) -> DistillContext:
+        """The distiller's view: noisy labels, the network recipe, and the noise setting (for per-setting hyper-parameters)."""
+        return DistillContext(self.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess,
+                              self.resolved.preset["model"], device, self.seed, progress=progress, log=log, noise=self.noise,
+                              checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s)
+
+    def synset_meta(self, data: PreparedData) -> dict:
+        """What a saved set records about the experiment that made it."""
+        p = self.resolved.preset
+        return {"dataset": self.dataset, "num_classes": data.num_classes, "classes": list(data.splits.train.classes),
+                "image_size": int(data.x_train.shape[-1]), "noise": data.noisy.summary() | {"transition": None},
+                "preset": p["name"], "preset_version": p.get("version"), "overrides": self.resolved.applied, "seed": self.seed,
+                "imbalance": self.imbalance, "model": p["model"], "versions": versions()}
+
+
+def check_seed(v, flag: str = "--seed") -> None:
+    """Seeds are integers in [0, 2**32): numpy's RandomState (the noise realisation) takes no others."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < SEED_MAX:
+        raise ConfigError(f"{flag} must be in [0, 2**32), got {v!r}", "pass a seed such as 0, 1 or 2")
+
+
+def check_imbalance(v) -> float | None:
+    """A long-tail ratio rho >= 1 (None: balanced)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise ConfigError(f"--imbalance is not a number ({v!r})", "pass a number for --imbalance, e.g. 10 or 100")
+    if v < 1:
+        raise ConfigError(f"--imbalance must be >= 1, got {v}", "use an imbalance ratio such as 10 or 100")
+    return float(v)
