@@ -217,6 +217,22 @@ def test_local_study_shares_baseline_and_skips_finished(data_root, tmp_path):
     assert all(r["attempts"] == 1 for r in rows.values())
 
 
+def test_cross_arch_control_reaches_database_and_report(data_root, tmp_path):
+    """A study with evaluation.cross_arch set: the control's two rows are in the database and the report."""
+    from ddlnl.study.report import write_report
+
+    spec = study(data_root, ["aggre"], overrides=FAST + ["evaluation.cross_arch=convnet"])
+    out = tmp_path / "x"
+    assert run_study(spec, out, "local", log=lambda m: None)["finished"] == 1
+    conn = sqlite3.connect(out / "study.sqlite")
+    roles = dict(conn.execute("SELECT role, label FROM evaluations").fetchall())
+    conn.close()
+    assert roles["controls.cross_arch.random"] == "random real, IPC 1, convnet (control)"
+    assert roles["controls.cross_arch.distilled"] == "dm, IPC 1, convnet (control)"
+    report = write_report(out)["markdown"].read_text()
+    assert "| controls.cross_arch.distilled | dm, IPC 1, convnet (control) | dm, 1 |" in report
+
+
 def test_failed_cells_are_recorded_and_retried(data_root, tmp_path):
     out = tmp_path / "f"
     s = run_study(study(tmp_path / "no-data", ["aggre"]), out, "local", log=lambda m: None)

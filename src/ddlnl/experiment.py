@@ -129,7 +129,7 @@ def load_saved_noise(folder: Path, spec: NoiseSpec, clean: np.ndarray, log=None)
             return None
         if summary.get("clean_labels_sha") != labels_digest(clean) or summary.get("type") != spec.type or summary.get("seed") != spec.seed:
             return None
-        if not spec.is_human and abs(summary.get("nominal_rate", -1) - spec.rate) > 1e-9:
+        if spec.takes_rate and abs(summary.get("nominal_rate", -1) - spec.rate) > 1e-9:
             return None
         recorded = summary.get("labels_sha256")
         if recorded is None or sha256_file(labels_file) != recorded:

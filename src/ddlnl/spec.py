@@ -10,7 +10,7 @@ when it is made, with errors that say what to fix; nothing later re-derives or r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -43,7 +43,7 @@ class ResolvedPreset:
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """What to run. ``data_root`` and ``device`` say where, not what: they are not part of :meth:`identity`."""
+    """What to run. ``data_root`` and ``device`` say where, not what: no stage or cache key holds them."""
 
     dataset: str = "cifar10"
     noise: NoiseSpec = field(default_factory=lambda: NoiseSpec.create("symmetric"))
@@ -85,8 +85,6 @@ class ExperimentSpec:
         """Build a spec from flat values (CLI flags, a study cell, a Python call): ``rate`` None
         takes the noise's default (none for human label sets), ``noise_seed`` None the run seed."""
         if not isinstance(noise, NoiseSpec):
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate)):
-                raise ConfigError(f"--rate is not a number ({rate!r})", "pass a number for --rate, e.g. 0.4")
             noise = NoiseSpec.create(noise, rate, seed if noise_seed is None else noise_seed)
         return cls(noise=noise, seed=seed, **kwargs)
 
@@ -124,11 +122,6 @@ class ExperimentSpec:
         return [create_baseline(name, **(section[name] or {})) for name in self.baselines[1:]]
 
     # -- identity and keys ----------------------------------------------------------------
-    def identity(self) -> dict:
-        """What the result depends on (not where the data lives or which device runs it)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "data_root")} | {
-            "noise": self.noise.__dict__, "overrides": list(self.overrides), "baselines": list(self.baselines)}
-
     def config(self) -> dict:
         """``config.json`` of a run folder (without the resolved preset)."""
         p = self.resolved.preset

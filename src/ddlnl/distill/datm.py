@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
-from ddlnl.data.noise import HUMAN_NOISE, NoiseSpec
+from ddlnl.data.noise import NoiseSpec
 from ddlnl.distill.base import Capabilities, DistillContext, register_distiller
 from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common
 from ddlnl.errors import ConfigError, check_choice
@@ -292,7 +292,7 @@ class DATM(TrajectoryMatchingBase):
         kind, rate = parse_noise(noise)
         values = paper_setting(ctx.dataset, ipc, kind, rate)
         names = {f.name for f in fields(o)}
-        what = kind if kind in HUMAN_NOISE or kind == "clean" else f"{kind}:{rate}"  # human label sets have no rate
+        what = NoiseSpec(kind, rate).name  # "symmetric 0.4", or a label set's name (it has no rate)
         ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {what}: {values}")
         return replace(o, **{k: v for k, v in values.items() if k in names})
 
