@@ -278,9 +278,10 @@ def test_every_registered_baseline_implements_train(monkeypatch):
 
 @pytest.mark.parametrize("name", ["ce", "gce", "sce"])
 def test_loss_baselines_equal_the_one_trainer_bit_for_bit(name):
-    """CE/GCE/SCE through the baseline = train_network called directly, same seeds (``seed*1000 + r``)."""
+    """CE/GCE/SCE through the baseline = train_network called directly, same seeds (the ``baseline`` stream)."""
     from ddlnl.evaluate import accuracy_report, build_model, evaluate_set, test_predictions
     from ddlnl.train import train_network
+    from ddlnl.utils.seeds import stream_seed
 
     data, preset = tiny_data(), {**PRESET, "baseline": {**PRESET["baseline"], "runs": 2}}
     b = create_baseline(name)
@@ -288,14 +289,15 @@ def test_loss_baselines_equal_the_one_trainer_bit_for_bit(name):
     cfg = TrainConfig.from_dict(preset["baseline"]["train"], **b.loss_options())
     direct = []
     for r in range(2):
-        torch.manual_seed(3000 + r)
+        torch.manual_seed(stream_seed(3, "baseline", r))
         net = build_model(preset["model"], 3, 8)
-        train_network(net, data.x_train, data.y_train_noisy, cfg, generator=torch.Generator().manual_seed(3000 + r))
+        train_network(net, data.x_train, data.y_train_noisy, cfg, generator=torch.Generator().manual_seed(stream_seed(3, "baseline", r)))
         direct.append(accuracy_report(test_predictions(net, data.x_test), data.y_test, 3)[0])
     assert ev.accs == direct and ev.train == cfg.to_dict()
     same = evaluate_set(data.x_train, data.y_train_noisy, test_images=data.x_test, test_labels=data.y_test, num_classes=3,
-                        model=preset["model"], train=cfg, runs=2, seed=3)
-    assert ev.accs == same.accs and ev.confusion == same.confusion
+                        model=preset["model"], train=cfg, runs=2, seed=3)  # the evaluation stream: other networks
+    assert same.seed_stream["purpose"] == "evaluation" and ev.seed_stream["purpose"] == "baseline"
+    assert same.seed_stream["run_seeds"] != ev.seed_stream["run_seeds"]
 
 
 def test_cleanlab_trains_its_runs_on_the_kept_samples(monkeypatch):

@@ -44,16 +44,23 @@ def root(tmp_path):
     return tmp_path
 
 
+def stand_in_run(root, monkeypatch, distiller, out, *overrides, baselines=("ce",)):
+    """A smoke run of a stand-in distiller, with the cross-architecture control on."""
+    from ddlnl.run import RunConfig
+
+    monkeypatch.setitem(distill_base._REGISTRY, distiller.name, distiller)
+    return RunConfig(method=distiller.name, ipc=2, preset="smoke", out=str(out), data_root=str(root), progress=False,
+                     overrides=[f"methods.{distiller.name}={{}}", "evaluation.train.epochs=2", "baseline.train.epochs=1",
+                                "evaluation.cross_arch={name: convnet, width: 8, depth: 1}", *overrides],
+                     baselines=list(baselines))
+
+
 def test_controls_and_costs_appear_in_result_json(root, monkeypatch):
     from ddlnl.results import format_result_table
-    from ddlnl.run import RunConfig, run_experiment
+    from ddlnl.run import run_experiment
 
-    monkeypatch.setitem(distill_base._REGISTRY, "dummy_soft", SoftWithInit)
     out = root / "run"
-    cfg = RunConfig(method="dummy_soft", ipc=2, preset="smoke", out=str(out), data_root=str(root), progress=False,
-                    overrides=["methods.dummy_soft={}", "evaluation.train.epochs=2", "baseline.train.epochs=1",
-                               "evaluation.cross_arch={name: convnet, width: 8, depth: 1}"],
-                    baselines=["ce", "gce"])
+    cfg = stand_in_run(root, monkeypatch, SoftWithInit, out, baselines=("ce", "gce"))
     res = run_experiment(cfg, log=lambda m: None)
     on_disk = json.loads((out / "result.json").read_text())
     assert on_disk["results"]["controls"].keys() == res["results"]["controls"].keys()
@@ -80,6 +87,36 @@ def test_controls_and_costs_appear_in_result_json(root, monkeypatch):
     # a rerun reuses every stage, controls included
     res2 = run_experiment(cfg, log=lambda m: None)
     assert SoftWithInit.init_calls == 1 and res2["results"]["controls"]["hard_labels"]["accs"] == c["hard_labels"]["accs"]
+
+
+class LearnedLr(SoftWithInit):
+    """A stand-in for MTT/DATM's sets: a learned training lr, 8x the recipe's."""
+
+    name = "dummy_lr"
+    capabilities = Capabilities(init_only=True, soft_labels=True, learned_lr=True, checkpoints=False)
+
+    def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
+        synset = super().distill(ctx, ipc)
+        synset.lr = 0.08
+        return synset
+
+
+def test_controls_train_at_the_lr_of_the_set_they_control(root, monkeypatch):
+    from ddlnl.results import evaluated_rows, format_result_table
+    from ddlnl.run import run_experiment
+
+    out = root / "lr"
+    cfg = stand_in_run(root, monkeypatch, LearnedLr, out, "evaluation.train.lr=0.01")
+    r = run_experiment(cfg, log=lambda m: None)["results"]
+    c = r["controls"]
+    lr = {row.role: row.value["train"]["lr"] for row in evaluated_rows({"method": "dummy_lr", "ipc": 2, "results": r})
+          if row.skipped is None and row.role != "full_noisy"}
+    assert lr.pop("controls.random_recipe_lr") == 0.01  # the random control also at the recipe's lr, a named row
+    assert lr and set(lr.values()) == {0.08}, lr  # every other row: the distilled set's learned lr
+    assert {"random", "distilled", "controls.init_only", "controls.hard_labels", "controls.cross_arch.random"} <= set(lr)
+    assert r["random"]["accs"] != c["random_recipe_lr"]["accs"] or r["random"]["train"] != c["random_recipe_lr"]["train"]
+    table = format_result_table(json.loads((out / "result.json").read_text()))
+    assert "| random real, IPC 2, at the recipe's lr (control) |" in table and "| 0.08 |" in table
 
 
 def test_cli_baselines_flag_and_skipped_controls(root, capsys):

@@ -233,6 +233,26 @@ def test_cross_arch_control_reaches_database_and_report(data_root, tmp_path):
     assert "| controls.cross_arch.distilled | dm, IPC 1, convnet (control) | dm, 1 |" in report
 
 
+def test_multi_seed_study_reports_an_interval_over_seeds(data_root, tmp_path):
+    """Cells of several seeds (noise, experts, distillation and evaluation all vary): the report
+    gives the 95 % interval of the mean over seeds beside the spread of the runs."""
+    import csv
+
+    from ddlnl.study.report import write_report
+
+    spec = parse_study({"name": "m", "preset": "smoke", "overrides": FAST, "data_root": str(data_root),
+                        "grid": {"noise": [{"type": "symmetric", "rate": 0.4}], "methods": ["dm"], "ipc": [1], "seeds": [0, 1, 2]}})
+    out = tmp_path / "m"
+    assert run_study(spec, out, "local", log=lambda m: None)["finished"] == 3
+    rows = db_rows(out)
+    noise = {json.loads(r["config"])["seed"]: r["actual_rate"] for r in rows.values()}
+    assert len(set(noise.values())) > 1  # each seed realises its own noise
+    report = write_report(out)
+    assert "over 3 seeds]" in report["markdown"].read_text()
+    agg = list(csv.DictReader(open(report["folder"] / "results.csv")))
+    assert len(agg) == 1 and float(agg[0]["distilled_ci95"]) > 0 and agg[0]["seeds"] == "3"
+
+
 def test_failed_cells_are_recorded_and_retried(data_root, tmp_path):
     out = tmp_path / "f"
     s = run_study(study(tmp_path / "no-data", ["aggre"]), out, "local", log=lambda m: None)

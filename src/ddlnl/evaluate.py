@@ -17,6 +17,8 @@ from torch import nn
 from ddlnl.models import create_model, model_spec
 from ddlnl.train import TrainConfig, train_network
 from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
+from ddlnl.utils.seeds import stream_seed
 
 
 @dataclass
@@ -31,6 +33,7 @@ class EvalResult:
     images_processed: int = 0
     train: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    seed_stream: dict = field(default_factory=dict)  # {"scheme", "seed", "purpose", "run_seeds"}: where each run's seed came from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,14 +91,23 @@ def evaluate_set(
                          num_classes=num_classes, train=train, model=model)
 
 
+def learned_lr(synset, evaluation: dict) -> float | None:
+    """The lr a set trains at when it carries a learned one and the recipe uses it (``use_learned_lr``);
+    None: the recipe's own lr."""
+    return float(synset.lr) if evaluation.get("use_learned_lr", True) and synset.lr is not None else None
+
+
 def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
                            runs: int, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
-                           desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None) -> EvalResult:
+                           desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None,
+                           lr: float | None = None) -> EvalResult:
     """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
     (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
-    (cross-architecture control) and the set's labels (hard-label control)."""
+    (cross-architecture control) and the set's labels (hard-label control); ``lr`` the learning
+    rate (a control trains at the lr of the set it controls)."""
     ev = preset["evaluation"]
-    lr_override = {"lr": synset.lr} if ev.get("use_learned_lr", True) and synset.lr is not None else {}
+    lr = lr if lr is not None else learned_lr(synset, ev)
+    lr_override = {"lr": float(lr)} if lr is not None else {}
     images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))
     return evaluate_set(images, labels, test_images=test_images, test_labels=test_labels, num_classes=num_classes,
                         model=model or model_spec(ev.get("model")) or preset["model"],
@@ -104,12 +116,16 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
 
 
 def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
-                  num_classes: int, train: TrainConfig, model: dict) -> EvalResult:
-    """The protocol's loop: ``train_one(r, seed*1000 + r) -> (net, images_processed)`` per run, each net tested."""
+                  num_classes: int, train: TrainConfig, model: dict, purpose: str = "evaluation") -> EvalResult:
+    """The protocol's loop: ``train_one(r, run_seed) -> (net, images_processed)`` per run, each net tested.
+
+    Run r's seed is ``stream_seed(seed, purpose, r)``: evaluation networks (and baselines, whose
+    purpose is ``baseline``) draw from their own stream, never an expert's or a distiller's."""
     start = time.perf_counter()
     accs, per_class, confusion, processed = [], [], np.zeros((num_classes, num_classes), dtype=np.int64), 0
+    run_seeds = [stream_seed(seed, purpose, r) for r in range(runs)]
     for r in range(runs):
-        net, n_images = train_one(r, seed * 1000 + r)
+        net, n_images = train_one(r, run_seeds[r])
         processed += n_images
         acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
         accs.append(acc)
@@ -126,4 +142,5 @@ def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor,
         images_processed=processed,
         train=train.to_dict(),
         model=dict(model),
+        seed_stream={"scheme": SEED_SCHEME, "seed": int(seed), "purpose": purpose, "run_seeds": run_seeds},
     )

@@ -16,17 +16,33 @@ from ddlnl.data.noise import NoiseSpec, NoisyLabels, labels_digest, make_noisy_l
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.data.types import DatasetSplits
+from ddlnl.utils.seeds import stream_seed
+
+
+@dataclass
+class Validation:
+    """Training images held out with their *noisy* labels (what a practitioner has): for every choice
+    a run makes (tuning, estimated noise rates), so that the test set serves only the final number."""
+
+    index: np.ndarray  # dataset indices of the held-out images (disjoint from the training ones)
+    x: torch.Tensor  # preprocessed like the training images
+    y_noisy: torch.Tensor
 
 
 @dataclass
 class PreparedData:
     dataset: str
-    splits: DatasetSplits
-    noisy: NoisyLabels
+    splits: DatasetSplits  # the training split without the validation images
+    noisy: NoisyLabels  # the training labels (the realisation without the validation images)
     preprocess: Preprocessor
     x_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    validation: Validation | None = None
+    # The whole realisation, drawn over the training split before the validation images were
+    # held out (so holding some out never changes anyone's noisy label), and its clean labels.
+    realised: NoisyLabels | None = None
+    realised_clean: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -66,16 +82,29 @@ def prepare_data(
     train_index = splits.train_index if splits.train_index is not None else np.arange(len(splits.train))
     train, test = splits.train, splits.test
     if data_cfg.get("train_per_class"):
-        keep = per_class_subsample(train.labels, int(data_cfg["train_per_class"]), seed)
+        keep = per_class_subsample(train.labels, int(data_cfg["train_per_class"]), stream_seed(seed, "subsample.train"))
         train, train_index = train.subset(keep), train_index[keep]
     if data_cfg.get("test_size"):
-        test = test.subset(stratified_subsample(test.labels, int(data_cfg["test_size"]), seed))
+        test = test.subset(stratified_subsample(test.labels, int(data_cfg["test_size"]), stream_seed(seed, "subsample.test")))
     splits = DatasetSplits(splits.name, train, test, splits.source, train_index)
     noisy = load_saved_noise(saved_noise, noise, train.labels) if saved_noise else None
     if noisy is None:
         noisy = make_noisy_labels(dataset, train.labels, train.num_classes, noise, data_root=root, train_index=train_index)
+    realised, realised_clean, held = noisy, train.labels, None
+    if data_cfg.get("validation"):  # stratified by noisy label: the labels a practitioner has
+        held = per_class_subsample(noisy.labels, int(data_cfg["validation"]), stream_seed(seed, "validation"))
+        keep = np.setdiff1d(np.arange(len(train)), held)
+        held_images, held_labels, held_index = train.images[held], noisy.labels[held], train_index[held]
+        noisy = noisy.subset(keep, train.labels)
+        train, train_index = train.subset(keep), train_index[keep]
+        splits = DatasetSplits(splits.name, train, test, splits.source, train_index)
     pre = Preprocessor(preset.get("preprocess", "normalize")).fit(train.images)
+    validation = None if held is None else Validation(held_index, pre.apply_uint8(held_images),
+                                                       torch.as_tensor(held_labels, dtype=torch.long))
     return PreparedData(
+        validation=validation,
+        realised=realised,
+        realised_clean=realised_clean,
         dataset=dataset,
         splits=splits,
         noisy=noisy,
@@ -95,10 +124,11 @@ def save_noise(folder: Path, data: PreparedData) -> None:
     from ddlnl.utils.io import file_lock, sha256_file, write_json, write_npy
 
     labels_file = folder / "noisy_labels.npy"
+    realised = data.realised or data.noisy  # the whole realisation, validation images included
+    clean = data.realised_clean if data.realised_clean is not None else data.splits.train.labels
     with file_lock(folder / "noisy_labels.npy.lock"):
-        write_npy(labels_file, data.noisy.labels)
-        summary = data.noisy.summary() | {"clean_labels_sha": labels_digest(data.splits.train.labels),
-                                          "labels_sha256": sha256_file(labels_file)}
+        write_npy(labels_file, realised.labels)
+        summary = realised.summary() | {"clean_labels_sha": labels_digest(clean), "labels_sha256": sha256_file(labels_file)}
         write_json(folder / "noise.json", summary)
 
 

@@ -38,8 +38,9 @@ from ddlnl.models.functional import flatten_params
 from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, restore_training_state, train_network, training_state
 from ddlnl.utils.io import atomic_path, write_json
 from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import stream_seed
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: expert k seeded from the 'expert' stream (1: seed*1000 + k, coupled to evaluation run k)
 # ExpertConfig fields added for DANCE enter the cache key only when they differ from MTT's recipe,
 # so the keys (and cached trajectories) of MTT/DATM experts stay what they were before they existed.
 _KEY_ONLY_IF_SET = {"schedule": "constant", "milestones": (), "gamma": 0.1, "cutmix_prob": 0.0}
@@ -329,7 +330,7 @@ def load_or_train_experts(ctx: ExpertSource, cfg: ExpertConfig) -> list[torch.Te
                 if traj is None:
                     t0 = time.perf_counter()
                     partial = path.with_name(path.name + ".partial.pt")
-                    traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=ctx.seed * 1000 + k,
+                    traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=stream_seed(ctx.seed, "expert", k),
                                         device=ctx.device, progress=ctx.progress, partial=partial,
                                         partial_every_s=ctx.checkpoint_every_s, log=ctx.log)
                     save_expert(path, traj)

@@ -85,6 +85,8 @@ def _control_label(method: str, ipc: int, role: str, model: str | None) -> str:
     parts = role.split(".")[1:]
     if parts == ["init_only"]:
         return f"{method} init only, IPC {ipc} (control)"
+    if parts == ["random_recipe_lr"]:
+        return f"random real, IPC {ipc}, at the recipe's lr (control)"
     if len(parts) == 1:
         return f"{method}, IPC {ipc}, {CONTROL_NAMES.get(parts[0], parts[0].replace('_', ' '))} (control)"
     who = {"random": "random real", "distilled": method}.get(parts[-1], parts[-1].replace("_", " "))
@@ -129,21 +131,36 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
 
 
+def _network(model) -> str:
+    """``convnet-64`` (name and width, when it has one): which network a row trained."""
+    if not isinstance(model, dict) or "name" not in model:
+        return "–"
+    return f"{model['name']}-{model['width']}" if "width" in model else str(model["name"])
+
+
+def format_accuracy(r: dict) -> str:
+    """``48.90 ± 1.37`` over several runs; one run has no spread to show (``61.20 (1 run)``)."""
+    if r.get("runs", 1) == 1:
+        return f"{100 * r['acc_mean']:.2f} (1 run)"
+    return f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"
+
+
 def format_result_table(result: dict) -> str:
     """A Markdown table: baselines, the random control, the distilled set and its controls, with their cost."""
     n = result["noise"]
     head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
             f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
-    lines = [head, "", "| training set | test acc (%) | runs | cost (s) | images processed |", "|---|---|---|---|---|"]
+    lines = [head, "", "| training set | test acc (%) | runs | network | lr | cost (s) | images processed |", "|---|---|---|---|---|---|---|"]
     for row in evaluated_rows(result):
         r = row.value
         if row.skipped is not None:
             if row.role.startswith("baselines."):  # a skipped control is said in result.json; a skipped baseline in the table
-                lines.append(f"| {row.label} | skipped | – | – | – |")
+                lines.append(f"| {row.label} | skipped | – | – | – | – | – |")
             continue
         c = r.get("cost") or {"seconds": r.get("seconds", 0.0), "images_processed": r.get("images_processed", 0)}
-        lines.append(f"| {row.label} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['runs']} | "
-                     f"{c['seconds']:.1f} | {_count(c['images_processed'])} |")
+        lr = (r.get("train") or {}).get("lr")
+        lines.append(f"| {row.label} | {format_accuracy(r)} | {r['runs']} | {_network(r.get('model'))} | "
+                     f"{'–' if lr is None else f'{lr:.4g}'} | {c['seconds']:.1f} | {_count(c['images_processed'])} |")
     t = result["timings_s"]
     lines.append("")
     keys = [k for k in ("baselines", "experts", "distill", "evaluate", "controls", "total") if k in t]

@@ -26,8 +26,9 @@ import torch
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, train_full_noisy
 from ddlnl.data.types import check_ipc
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import EvalResult, evaluate_synthetic_set
+from ddlnl.evaluate import EvalResult, evaluate_synthetic_set, learned_lr
 from ddlnl.experiment import PreparedData, save_noise
+from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
 from ddlnl.results import SCHEMA_VERSION, write_result
 from ddlnl.spec import ExperimentSpec
@@ -35,6 +36,7 @@ from ddlnl.stages import RunFolder, stage_key
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.io import write_json
 from ddlnl.utils.runtime import machine, resolve_device, seed_everything, versions
+from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
 STAGES = ("noise", "baselines", "random", "distill", "evaluate", "controls")
 
@@ -115,9 +117,15 @@ class _Pipeline:
         write_json(self.folder.file("config.json"), spec.config() | {"resolved_preset": self.preset, "device": str(self.device)})
         self.data = self.stage_noise()
         results = self.stage_baselines(baselines)
-        results["random"] = self.evaluate_set("random", random_ctrl)
+        results["random"] = recipe_random = self.evaluate_set("random", random_ctrl)
         results["distilled"] = self.evaluate_set("distilled", distiller)
+        # one lr per comparison: the controls train at the lr of the set they control (its learned lr, if any)
+        self.set_lr = learned_lr(self.load_set("distilled"), self.preset["evaluation"])
+        if self.set_lr is not None:
+            results["random"] = self.evaluate_set("random", random_ctrl, lr=self.set_lr, stage="random_at_set_lr")
         results["controls"], self.timings["controls"] = self.stage_controls(distiller)
+        if self.set_lr is not None:
+            results["controls"]["random_recipe_lr"] = recipe_random
         self.timings["total"] = time.perf_counter() - t0
         data = self.data
         result = {
@@ -127,8 +135,9 @@ class _Pipeline:
                       "seed": spec.noise.seed},
             "method": spec.method, "ipc": spec.ipc, "preset": self.preset["name"], "preset_version": self.preset.get("version"),
             "overrides": spec.resolved.applied, "seed": spec.seed, "imbalance": spec.imbalance,
-            "num_train": len(data.splits.train), "num_test": len(data.splits.test), "classes": list(data.splits.train.classes),
-            "results": results, "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
+            "num_train": len(data.splits.train), "num_test": len(data.splits.test),
+            "num_validation": 0 if data.validation is None else len(data.validation.index), "classes": list(data.splits.train.classes),
+            "seed_scheme": SEED_SCHEME, "results": results, "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
         }
         write_result(self.folder.file("result.json"), result)
         return result
@@ -140,17 +149,23 @@ class _Pipeline:
         data = spec.prepare_data(saved_noise=self.folder.path)
         save_noise(self.folder.path, data)
         check_ipc(data.noisy.labels, data.num_classes, spec.ipc)  # before any training
-        self.log(f"[ddlnl] {len(data.splits.train)} training images, {len(data.splits.test)} test images, "
+        held = "" if data.validation is None else f", {len(data.validation.index)} held out for validation (noisy labels)"
+        self.log(f"[ddlnl] {len(data.splits.train)} training images{held}, {len(data.splits.test)} test images, "
                  f"noise {spec.noise.type}: nominal {data.noisy.nominal_rate:.4f}, actual {data.noisy.actual_rate:.4f}")
         return data
 
     def stage_baselines(self, baselines: list) -> dict:
-        """CE on the full noisy set (``full_noisy``), then each other baseline on the same backbone and recipe."""
-        base_key = self.spec.data_key() | {"baseline": self.preset["baseline"]}
+        """CE on the full noisy set (``full_noisy``), then each other baseline on the same backbone and recipe.
+
+        Under every protocol the baselines train the network the sets are evaluated on (the
+        protocol's ``model`` when it names one, e.g. RCIG's under ``--eval native``)."""
+        network = model_spec(self.preset["evaluation"].get("model")) or self.preset["model"]
+        preset = self.preset | {"model": network}
+        base_key = self.spec.data_key() | {"baseline": self.preset["baseline"], "network": network}
 
         def train_ce():
             self.log("[ddlnl] training on the full noisy set")
-            ev = train_full_noisy(self.data, self.preset, device=self.device, seed=self.spec.seed, progress=self.progress)
+            ev = train_full_noisy(self.data, preset, device=self.device, seed=self.spec.seed, progress=self.progress)
             return self.row(ev)
 
         full = self.folder.stage("full_noisy", base_key, train_ce)
@@ -167,7 +182,7 @@ class _Pipeline:
 
             def train(b=b):
                 self.log(f"[ddlnl] training baseline {b.name} on the full noisy set")
-                ev = b.run(BaselineContext(self.data, self.preset, device=self.device, seed=self.spec.seed, progress=self.progress,
+                ev = b.run(BaselineContext(self.data, preset, device=self.device, seed=self.spec.seed, progress=self.progress,
                                            log=self.log))
                 return self.row(ev, options=b.options_dict(), details=b.details)
 
@@ -201,13 +216,15 @@ class _Pipeline:
             ctx.checkpoint.unlink(missing_ok=True)
         return made
 
-    def evaluate_set(self, role: str, dist) -> dict:
-        """Make the set (its own stage), then evaluate it (the ``random`` / ``evaluate`` stage)."""
+    def evaluate_set(self, role: str, dist, *, lr: float | None = None, stage: str | None = None) -> dict:
+        """Make the set (its own stage), then evaluate it (the ``random`` / ``evaluate`` stage), at
+        ``lr`` when given (a control at the lr of the set it controls)."""
         def evaluate():
             made = self.make_set(role, dist)
-            self.log(f"[ddlnl] evaluating the {role} set ({self.preset['evaluation'].get('runs', 1)} runs, "
+            at = "" if lr is None else f" at lr {lr:.4g}"
+            self.log(f"[ddlnl] evaluating the {role} set{at} ({self.preset['evaluation'].get('runs', 1)} runs, "
                      f"{self.spec.eval_protocol} protocol)")
-            ev = self.eval_synset(self.load_set(role), role)
+            ev = self.eval_synset(self.load_set(role), role, lr=lr)
             dt, n_distill = made["timings"], made["distill_images_processed"]
             return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed")},
                             protocol=self.spec.eval_protocol,
@@ -215,7 +232,8 @@ class _Pipeline:
                                        distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
                                        eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
 
-        saved = self.folder.stage(role + self.suffix, self.set_key(dist) | {"evaluation": self.spec.evaluation_key()}, evaluate)
+        key = self.set_key(dist) | {"evaluation": self.spec.evaluation_key()} | ({} if lr is None else {"lr": lr})
+        saved = self.folder.stage((stage or role) + self.suffix, key, evaluate)
         self.timings["evaluate"] += saved["seconds"]
         if role == "distilled":
             self.timings["experts"] += saved["timings"]["experts"]
@@ -226,7 +244,7 @@ class _Pipeline:
         """Hard-label, cross-architecture and init-only controls of the distilled set (each a saved stage)."""
         controls: dict = {"random_real": {"see": "results.random"}}
         seconds = 0.0
-        key = self.set_key(distiller) | {"evaluation": self.spec.evaluation_key()}
+        key = self.set_key(distiller) | {"evaluation": self.spec.evaluation_key(), "control_lr": "the distilled set's"}
 
         def staged(name: str, extra_key: dict, compute) -> dict:
             nonlocal seconds
@@ -253,7 +271,8 @@ class _Pipeline:
             for role in ("random", "distilled"):
                 def compute(role=role):
                     self.log(f"[ddlnl] control: training {model['name']} on the {role} set")
-                    return self.row(self.eval_synset(self.load_set(role), f"{role} {model['name']}", model=model))
+                    return self.row(self.eval_synset(self.load_set(role), f"{role} {model['name']}", model=model,
+                                                     lr=self.set_lr if role == "random" else None))
                 cross[role] = staged(f"cross_arch_{role}", {"cross_model": model, "role": role}, compute)
             controls["cross_arch"] = cross
 
@@ -267,7 +286,7 @@ class _Pipeline:
                 build_s = time.perf_counter() - start
                 synset.meta.update(self.spec.synset_meta(self.data) | {"method": f"{distiller.name}:init_only", "ipc": self.spec.ipc})
                 synset.save(self.folder.file("init_only.safetensors"))
-                ev = self.eval_synset(synset, "init only")
+                ev = self.eval_synset(synset, "init only", lr=self.set_lr)
                 return self.row(ev, label_kind=synset.label_kind, synset="init_only.safetensors", build_seconds=build_s,
                                 build_images_processed=ctx.images_processed,
                                 cost=_cost(self.device, build_s + ev.seconds, ctx.images_processed + ev.images_processed,
@@ -285,19 +304,20 @@ class _Pipeline:
         return self.sets[role]
 
     def eval_synset(self, synset: SyntheticSet, desc: str, *, model: dict | None = None,
-                    labels: torch.Tensor | None = None) -> EvalResult:
+                    labels: torch.Tensor | None = None, lr: float | None = None) -> EvalResult:
         """The preset's evaluation protocol applied to a set. ``model`` replaces the evaluation
-        network (cross-architecture control); ``labels`` the set's labels (hard-label control)."""
+        network (cross-architecture control); ``labels`` the set's labels (hard-label control);
+        ``lr`` the learning rate (else the set's learned lr, else the recipe's)."""
         data = self.data
         return evaluate_synthetic_set(synset, self.preset, test_images=data.x_test, test_labels=data.y_test,
                                       num_classes=data.num_classes, runs=self.preset["evaluation"].get("runs", 1), seed=self.spec.seed,
-                                      device=self.device, progress=self.progress, desc=desc, model=model, labels=labels)
+                                      device=self.device, progress=self.progress, desc=desc, model=model, labels=labels, lr=lr)
 
     def row(self, ev: EvalResult, **extra) -> dict:
         """An evaluation as a result row (see :mod:`ddlnl.results`), with its cost unless ``extra`` gives one."""
         d = ev.to_dict()
         row = {k: d[k] for k in ("acc_mean", "acc_std", "runs", "per_class", "accs", "confusion", "seconds", "images_processed",
-                                 "train", "model")}
+                                 "train", "model", "seed_stream")}
         return row | {"cost": _cost(self.device, ev.seconds, ev.images_processed)} | extra
 
 

@@ -24,6 +24,7 @@ from ddlnl.errors import ConfigError
 from ddlnl.experiment import PreparedData, prepare_data
 from ddlnl.presets import PROTOCOLS, apply_overrides, evaluation_for, load_preset, method_options
 from ddlnl.utils.runtime import versions
+from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
 SEED_MAX = 2**32  # numpy's RandomState (the noise realisation) takes seeds in [0, 2**32)
 
@@ -133,7 +134,7 @@ class ExperimentSpec:
         """What the prepared data (and so every stage trained on it) depends on."""
         p = self.resolved.preset
         return {"dataset": self.dataset, "noise": self.noise.__dict__, "seed": self.seed, "imbalance": self.imbalance,
-                "data": p["data"], "preprocess": p["preprocess"], "model": p["model"]}
+                "data": p["data"], "preprocess": p["preprocess"], "model": p["model"], "seed_scheme": SEED_SCHEME}
 
     def evaluation_key(self) -> dict:
         """The evaluation section as a stage key, without the control switches (toggling them reruns only the controls)."""

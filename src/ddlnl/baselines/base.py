@@ -105,7 +105,7 @@ class Baseline(Configurable):
         return Prepared()
 
     def run(self, ctx: BaselineContext) -> EvalResult:
-        """Train ``ctx.runs`` networks (seeds ``seed*1000 + r``) and test each on the clean test set."""
+        """Train ``ctx.runs`` networks (seeds from the ``baseline`` stream) and test each on the clean test set."""
         self.check()
         start = time.perf_counter()
         prepared = self.prepare(ctx)
@@ -118,7 +118,8 @@ class Baseline(Configurable):
             return outcome.net, outcome.images_processed
 
         result = evaluate_runs(train_one, runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
-                               num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"])
+                               num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"],
+                               purpose="baseline")
         result.images_processed += prepared.images_processed
         result.seconds = time.perf_counter() - start
         self.details = dict(prepared.details) | ({"runs": per_run} if any(per_run) else {})

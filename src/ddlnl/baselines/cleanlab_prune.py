@@ -26,6 +26,7 @@ from ddlnl.baselines.base import (
 from ddlnl.errors import ConfigError
 from ddlnl.train import train_network
 from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import stream_seed
 
 MISSING = "cleanlab is not installed, so the optional 'cleanlab' baseline is skipped (cleanlab is AGPL-3.0 and not a ddlnl dependency)"
 HOW = "pip install cleanlab into this environment to enable it, or leave 'cleanlab' out of --baselines"
@@ -64,7 +65,7 @@ class CleanlabPrune(Baseline):
         cfg = self.train_config(ctx.preset)
         labels = d.noisy.labels.astype(np.int64)
         n = labels.size
-        rng = np.random.default_rng(ctx.seed)
+        rng = np.random.default_rng(stream_seed(ctx.seed, "cleanlab.folds"))
         fold_of = np.empty(n, dtype=np.int64)
         for c in np.unique(labels):  # stratified folds
             idx = rng.permutation(np.flatnonzero(labels == c))
@@ -73,9 +74,10 @@ class CleanlabPrune(Baseline):
         processed = 0
         for f in range(o.folds):
             tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
-            torch.manual_seed(ctx.seed * 1000 + 500 + f)
+            fold_seed = stream_seed(ctx.seed, "cleanlab.fold_network", f)
+            torch.manual_seed(fold_seed)
             net = ctx.model()
-            stats = train_network(net, d.x_train[tr], d.y_train_noisy[tr], cfg, generator=make_generator(ctx.seed * 1000 + 500 + f),
+            stats = train_network(net, d.x_train[tr], d.y_train_noisy[tr], cfg, generator=make_generator(fold_seed),
                                   progress=ctx.progress, desc=f"cleanlab fold {f + 1}/{o.folds}")
             processed += stats.images_processed
             net.eval()

@@ -31,6 +31,7 @@ from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
 from ddlnl.train import Step, Sweep, TrainConfig, TrainHook, TrainRun, train_network
 from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import stream_seed
 
 
 def forget_schedule(forget_rate: float, epochs: int, num_gradual: int, exponent: float = 1.0) -> np.ndarray:
@@ -134,13 +135,14 @@ class CoTeaching(Baseline):
         sched = forget_schedule(rate, cfg.epochs, o.num_gradual, o.exponent)
         torch.manual_seed(seed)
         net1 = ctx.model()
-        torch.manual_seed(seed + 7919)
+        torch.manual_seed(stream_seed(seed, "second_network"))
         net2 = ctx.model()
         clean = torch.tensor(d.splits.train.labels, dtype=torch.long).to(ctx.device)  # diagnostics only
         hook = CoTeachingHook(sched, clean)
         stats = train_network([net1, net2], d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed),
                               progress=ctx.progress, desc=self.name, hook=hook)
         acc2, _, _ = accuracy_report(test_predictions(net2, d.x_test), d.y_test, d.num_classes)
-        details = {"forget_rate": rate, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
+        source = "option" if o.forget_rate is not None else "oracle: the noise model's nominal rate (a user does not know it)"
+        details = {"forget_rate": rate, "forget_rate_source": source, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
                    "kept_label_precision": hook.kept_label_precision, "epoch_losses": hook.epoch_losses, "net2_acc": acc2}
         return RunOutcome(net1, stats.images_processed, details)

@@ -44,6 +44,7 @@ from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
 from ddlnl.train import Step, Sweep, TrainHook, TrainRun, train_network
 from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import stream_seed
 
 
 def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
@@ -228,7 +229,7 @@ class DivideMix(Baseline):
                               "lower baselines.dividemix.warmup or raise the epochs")
         torch.manual_seed(seed)
         nets = [ctx.model()]
-        torch.manual_seed(seed + 7919)
+        torch.manual_seed(stream_seed(seed, "second_network"))
         nets.append(ctx.model())
         clean = np.asarray(d.splits.train.labels) == np.asarray(d.noisy.labels)  # diagnostics only
         hook = DivideMixHook(o, clean, seed)

@@ -33,6 +33,8 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
                    help="override a preset value, e.g. --set evaluation.runs=5 (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--deterministic", action="store_true",
+                   help="PyTorch's deterministic algorithms, cuDNN included (same numbers for the same seed on a GPU; slower there)")
     p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                    help="save the distillation state this often; a rerun of the same command resumes from it (default 300)")
 
@@ -61,6 +63,14 @@ def experiment_spec(args, *, baselines=("ce",)):
     return ExperimentSpec.create(dataset=args.dataset, noise=noise_spec(args), method=args.method, ipc=args.ipc, preset=args.preset,
                                  overrides=tuple(args.overrides), seed=args.seed, imbalance=args.imbalance, baselines=tuple(baselines),
                                  eval_protocol=getattr(args, "eval_protocol", "common"), device=args.device, data_root=args.data_root)
+
+
+def apply_runtime_flags(args) -> None:
+    """Flags that change how, not what, a command computes."""
+    if getattr(args, "deterministic", False):
+        from ddlnl.utils.runtime import set_deterministic
+
+        set_deterministic(True)
 
 
 def checkpoint_every(args) -> float:

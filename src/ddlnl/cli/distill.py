@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddlnl.cli.common import add_experiment_args, checkpoint_every, experiment_spec
+from ddlnl.cli.common import add_experiment_args, apply_runtime_flags, checkpoint_every, experiment_spec
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,7 @@ def main(args) -> int:
     from ddlnl.utils.runtime import resolve_device, seed_everything
 
     spec = experiment_spec(args)
+    apply_runtime_flags(args)
     distiller = spec.distiller()
     device = resolve_device(spec.device)
     seed_everything(spec.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ddlnl.cli.common import add_data_args, add_eval_arg
+from ddlnl.cli.common import add_data_args, add_eval_arg, apply_runtime_flags
 from ddlnl.errors import ConfigError, DataError
 
 
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
+    p.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms, cuDNN included")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -76,6 +77,7 @@ def evaluate_file(args) -> dict:
     synset = SyntheticSet.load(args.set)
     meta = synset.meta
     spec = set_spec(args, synset)
+    apply_runtime_flags(args)
     preset = spec.resolved.preset
     runs = args.runs or preset["evaluation"].get("runs", 1)
     splits = load_dataset(spec.dataset, resolve_data_root(spec.data_root), imbalance=spec.imbalance, seed=meta.get("seed", 0))

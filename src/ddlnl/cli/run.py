@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ddlnl.cli.common import DEFAULTS, add_eval_arg, add_experiment_args, checkpoint_every, experiment_spec
+from ddlnl.cli.common import DEFAULTS, add_eval_arg, add_experiment_args, apply_runtime_flags, checkpoint_every, experiment_spec
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,7 @@ def main(args) -> int:
     from ddlnl.run import run_experiment
 
     spec = experiment_spec(args, baselines=parse_baselines(args.baselines))
+    apply_runtime_flags(args)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args))
     if args.json:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ddlnl.errors import ConfigError
+from ddlnl.utils.seeds import stream_seed
 
 
 def _check_rho(rho: float) -> float:
@@ -49,7 +50,7 @@ def longtail_indices(labels: np.ndarray, rho: float, seed: int) -> np.ndarray:
     if available[0] == 0:
         raise ConfigError("long-tail needs samples of class 0 (its count is n_max)")
     wanted = np.minimum(longtail_counts(int(available[0]), num_classes, rho), available)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(stream_seed(seed, "longtail"))
     keep = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False)
             for c, k in enumerate(wanted) if k > 0]
     return np.sort(np.concatenate(keep)).astype(np.int64)

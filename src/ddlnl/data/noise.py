@@ -118,6 +118,13 @@ class NoisyLabels:
     actual_rate: float
     transition: np.ndarray  # realised (C, C): row i = distribution of noisy labels of true class i
 
+    def subset(self, keep: np.ndarray, clean: np.ndarray) -> NoisyLabels:
+        """The realisation restricted to ``keep`` (positions), its rates recomputed against ``clean[keep]``."""
+        labels, clean = self.labels[keep], np.asarray(clean)[keep]
+        C = self.transition.shape[0]
+        return NoisyLabels(labels, self.spec, self.nominal_rate, float(np.mean(labels != clean)) if labels.size else 0.0,
+                           empirical_transition(clean, labels, C))
+
     def summary(self) -> dict:
         return {
             "type": self.spec.type,

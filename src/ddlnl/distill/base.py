@@ -39,6 +39,8 @@ from ddlnl.data.types import check_ipc
 from ddlnl.errors import ConfigError
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.registry import Configurable, Registry
+from ddlnl.utils.runtime import generator as make_generator
+from ddlnl.utils.seeds import stream_seed
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,14 @@ class DistillContext:
     def __post_init__(self):
         if self.noise is not None and not isinstance(self.noise, NoiseSpec):
             raise TypeError(f"DistillContext.noise must be a ddlnl.data.noise.NoiseSpec or None, got {self.noise!r}")
+
+    def seed_for(self, purpose: str, *index: int) -> int:
+        """The seed of one of the distiller's random streams (see :mod:`ddlnl.utils.seeds`)."""
+        return stream_seed(self.seed, purpose, *index)
+
+    def generator(self, purpose: str, *index: int) -> torch.Generator:
+        """A torch generator on the stream ``purpose`` (image draws, batch orders, augmentation)."""
+        return make_generator(self.seed_for(purpose, *index))
 
     def class_indices(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.labels == c)

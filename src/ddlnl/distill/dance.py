@@ -48,7 +48,6 @@ from ddlnl.evaluate import build_model
 from ddlnl.experts import ExpertConfig, load_or_train_experts
 from ddlnl.models.functional import unflatten_params
 from ddlnl.synset import SyntheticSet
-from ddlnl.utils.runtime import generator
 
 INITS = ("mix", "real")
 
@@ -172,7 +171,7 @@ class DANCE(Distiller):
     def init_only(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         """The initialisation alone (the run's init-only control): with ``mix``, 4·IPC real images per class, downsampled."""
         ctx.check_ipc(ipc)
-        pixels, labels = self.init_pixels(ctx, ipc, generator(ctx.seed))
+        pixels, labels = self.init_pixels(ctx, ipc, ctx.generator("dance"))  # the loop's first draw: its own start
         return self._synset(ctx, pixels, labels)
 
     def _synset(self, ctx, pixels, labels) -> SyntheticSet:
@@ -245,7 +244,7 @@ class DANCE(Distiller):
     # -- the loop -----------------------------------------------------------------------------
     def setup(self, ctx: DistillContext, ipc: int, experts: list[torch.Tensor]):
         """(pixels, labels, optimiser, generator, ends, nets) for :meth:`iteration`."""
-        g = generator(ctx.seed)
+        g = ctx.generator("dance")
         pixels, labels = self.init_pixels(ctx, ipc, g)
         pixels = pixels.to(ctx.device).requires_grad_(True)
         opt = torch.optim.SGD([pixels], lr=self.lr_img(ipc), momentum=self.options.momentum)

@@ -43,7 +43,6 @@ from ddlnl.evaluate import build_model
 from ddlnl.experts import load_or_train_experts
 from ddlnl.models.functional import functional_forward
 from ddlnl.synset import SyntheticSet
-from ddlnl.utils.runtime import generator
 
 PIX_INITS = ("samples_predicted_correctly", "real")
 
@@ -273,7 +272,7 @@ class DATM(TrajectoryMatchingBase):
         ctx.check_ipc(ipc)
         o = self.resolved_options(ctx, ipc)
         experts = load_or_train_experts(ctx, self.expert_config(o))
-        images, labels = self.init_set(ctx, ipc, experts, generator(ctx.seed), o)
+        images, labels = self.init_set(ctx, ipc, experts, ctx.generator("trajectory_matching"), o)
         synset = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess)
         synset.meta.update({"datm": self.init_report, "options": self.options_dict(), "applied_options": asdict(o)})
         return synset

@@ -20,7 +20,6 @@ from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import build_model
 from ddlnl.synset import SyntheticSet
-from ddlnl.utils.runtime import generator
 
 
 def class_means(features: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -68,8 +67,8 @@ class DistributionMatching(Distiller):
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         o = self.options
-        g = generator(ctx.seed)
-        images, labels = ctx.random_real(ipc, g)
+        g = ctx.generator("dm")
+        images, labels = ctx.random_real(ipc, ctx.generator("random_control"))  # starts from the random control's images
         if o.init == "noise":
             images = torch.randn(images.shape, generator=g)
         images = images.to(ctx.device).requires_grad_(True)
@@ -83,7 +82,7 @@ class DistributionMatching(Distiller):
         count = {"images_processed": 0}
         loop = DistillLoop(ctx, o.iterations, {"images": images, "opt": opt, "gen": g, "losses": self.losses, "count": count})
         for it in tqdm(loop, desc="dm", initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True, leave=False):
-            torch.manual_seed(ctx.seed * 100003 + it)
+            torch.manual_seed(ctx.seed_for("dm.network", it))
             net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
             net.requires_grad_(False)
             real = [ctx.images[p[torch.randint(len(p), (min(o.batch_real, len(p)),), generator=g)]] for p in pools]

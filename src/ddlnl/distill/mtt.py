@@ -27,7 +27,6 @@ from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
 from ddlnl.experts import ExpertConfig, load_or_train_experts
 from ddlnl.synset import SyntheticSet
-from ddlnl.utils.runtime import generator
 
 
 def check_common(o) -> None:
@@ -99,8 +98,8 @@ class TrajectoryMatchingBase(Distiller):
         """The matching loop with the run's options ``o``."""
         experts = load_or_train_experts(ctx, self.expert_config(o))
         start_time = time.perf_counter()
-        g = generator(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
+        g = ctx.generator("trajectory_matching")
+        rng = np.random.default_rng(ctx.seed_for("trajectory_matching.start_epochs"))
         images, labels = self.init_set(ctx, ipc, experts, g, o)
         images = images.to(ctx.device).detach().clone()
         soft = labels.is_floating_point()

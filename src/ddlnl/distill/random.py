@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.synset import SyntheticSet
-from ddlnl.utils.runtime import generator
 
 
 @register_distiller
@@ -23,5 +22,5 @@ class RandomReal(Distiller):
         pass
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
-        images, labels = ctx.random_real(ipc, generator(ctx.seed))
+        images, labels = ctx.random_real(ipc, ctx.generator("random_control"))
         return SyntheticSet(images, labels, ctx.preprocess)

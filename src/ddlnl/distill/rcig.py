@@ -46,7 +46,6 @@ from ddlnl.models.functional import flatten_params
 from ddlnl.optim import AdaBelief
 from ddlnl.synset import SyntheticSet
 from ddlnl.train import centred_one_hot
-from ddlnl.utils.runtime import generator
 
 
 @register_distiller
@@ -129,7 +128,7 @@ class RCIG(Distiller):
     def _fresh_params(self, ctx: DistillContext, size: int, count: int) -> torch.Tensor:
         """Base weights of pool model number ``count`` (a fixed seed per count: reproducible after resume)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed * 1_000_003 + 7919 * count + 1)
+            torch.manual_seed(ctx.seed_for("rcig.pool_network", count))
             return flatten_params(self._net(ctx, size)).to(ctx.device)
 
     def init_set(self, ctx: DistillContext, ipc: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +224,7 @@ class RCIG(Distiller):
         self._passes = 0
         dev = ctx.device
         C, size = ctx.num_classes, int(ctx.images.shape[-1])
-        g = generator(ctx.seed)
+        g = ctx.generator("rcig")
         x0, y0 = self.init_set(ctx, ipc, g)
         x_syn = x0.to(dev).clone().requires_grad_(True)
         y_syn = y0.to(dev).clone().requires_grad_(True)

@@ -20,7 +20,7 @@ from ddlnl.utils.yamlio import load_yaml
 PRESET_DIR = Path(__file__).parent
 SECTIONS = {"name", "version", "description", "data", "preprocess", "model", "evaluation", "baseline", "methods", "baselines"}
 REQUIRED = ("name", "data", "preprocess", "model", "evaluation", "baseline", "methods")
-DATA_KEYS = {"train_per_class", "test_size"}
+DATA_KEYS = {"train_per_class", "test_size", "validation"}  # validation: images per noisy class held out
 EVAL_KEYS = {"runs", "use_learned_lr", "train"}
 # cross_arch: a model name (or mapping) for the cross-architecture control, or null;
 # model: the evaluation network when it differs from the preset's (distillation) network.

@@ -46,6 +46,7 @@ import yaml
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import ConfigError, yaml_error
 from ddlnl.spec import ExperimentSpec
+from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 from ddlnl.utils.yamlio import load_yaml
 
 _SPECS: dict = {}  # Cell -> ExperimentSpec (a spec resolves its preset once; cells are hashed often)
@@ -105,7 +106,7 @@ class Cell:
 
     def config_hash(self) -> str:
         """Changes when anything the cell's result depends on changes (not the data folder or device)."""
-        return _hash(self.identity() | {"resolved_preset": self.preset_parts()})
+        return _hash(self.identity() | {"resolved_preset": self.preset_parts(), "seed_scheme": SEED_SCHEME})
 
     @property
     def noise_spec(self) -> NoiseSpec:

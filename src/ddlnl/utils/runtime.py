@@ -18,6 +18,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(on: bool = True) -> None:
+    """PyTorch's deterministic algorithms (cuDNN included): the same seed gives the same numbers on
+    a GPU too, at some speed; an op with no deterministic kernel raises instead of running."""
+    import os
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on and torch.backends.cudnn.benchmark
+
+
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
@@ -56,7 +68,8 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
