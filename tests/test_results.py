@@ -34,6 +34,24 @@ def result() -> dict:
     return r
 
 
+def test_report_random_column_is_the_recipe_lr_random_control(result, tmp_path):
+    """A method with a learned lr has two random rows: the table's random column is the one at the
+    recipe's lr (the same for every method); the one at the method's lr is listed with the other rows."""
+    result["results"]["controls"]["random_recipe_lr"] = _row(0.19)
+    cell = Cell("cifar10", "symmetric", 0.4, 0, "dm", 10, "smoke")
+    cell_dir = tmp_path / "cells" / cell.id
+    cell_dir.mkdir(parents=True)
+    write_result(cell_dir / "result.json", result)
+    with Store(tmp_path) as store:
+        store.sync_cells("fixture", [cell], {cell.id: cell_dir})
+        store.record_finished(cell.id, result, {"result_path": str(cell_dir / "result.json")})
+    report = write_report(tmp_path)["markdown"].read_text()
+    random = 100 * result["results"]["random"]["acc_mean"]
+    assert "| 19.00 ± 1.00 |" in report.split("## Other rows")[0]  # the main table's random column
+    assert f"| random | random real, IPC 10, at dm's learned lr | dm, 10 | {random:.2f} ±" in report
+    assert "| controls.random_recipe_lr |" not in report
+
+
 def test_rows_find_nested_and_new_controls(result):
     rows = {r.role: r for r in evaluated_rows(result)}
     assert {"full_noisy", "random", "distilled", "controls.cross_arch.random", "controls.cross_arch.distilled",

@@ -118,6 +118,16 @@ def _pool(evals: list[dict]) -> dict:
             "ci95": seed_interval([float(e["acc_mean"]) for e in evals])}
 
 
+RECIPE_LR_RANDOM = "controls.random_recipe_lr"
+
+
+def recipe_lr_random(c: dict) -> dict | None:
+    """The random control at the recipe's lr: the same for every method of a setting, so the tables'
+    one "random" column. A method with a learned lr also has its random control at that lr (the
+    cell's ``random`` row); the report lists it under the other rows."""
+    return c["evals"].get(RECIPE_LR_RANDOM) or c["evals"].get("random")
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """One row per (dataset, imbalance, preset, noise, rate, method, IPC); seeds and runs pooled.
 
@@ -136,7 +146,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         row = {"dataset": ds, "imbalance": imb, "preset": preset, "noise": noise, "rate": rate, "actual_rate": _x_rate(cells),
                "method": method, "ipc": ipc, "seeds": len({c["seed"] for c in cells}), "cells": cells}
         pools = {"full_noisy": _pool(list(baseline_by_noise[key[:5]].values())),
-                 "random": _pool([c["evals"]["random"] for c in cells if "random" in c["evals"]]),
+                 "random": _pool([e for c in cells if (e := recipe_lr_random(c)) is not None]),
                  "distilled": _pool([c["evals"]["distilled"] for c in cells if "distilled" in c["evals"]])}
         for role, p in pools.items():
             row[role] = p
@@ -223,16 +233,21 @@ def markdown_tables(agg: list[dict]) -> list[str]:
 
 
 def other_rows_table(rows: list[dict]) -> list[str]:
-    """Noisy-label baselines and fairness controls (``baselines.*``, ``controls.*`` evaluations), pooled over seeds."""
+    """Noisy-label baselines and fairness controls (``baselines.*``, ``controls.*`` evaluations, and the random
+    control at a method's learned lr), pooled over seeds."""
     pooled = defaultdict(list)
     labels = {}
     for c in rows:
         for role, ev in c["evals"].items():
-            if role not in ROLES:
-                key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
-                key = (_setting_name(_setting(c)), _noise_name(c), role, key_ipc)
-                pooled[key].append(ev)
-                labels.setdefault(key, ev.get("label") or role)
+            if role == RECIPE_LR_RANDOM:  # in the main table's random column; this cell's own random row is the other one
+                role, ev = "random", c["evals"]["random"]
+                ev = ev | {"label": f"{ev.get('label') or 'random real'}, at {c['method']}'s learned lr"}
+            elif role in ROLES:
+                continue
+            key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
+            key = (_setting_name(_setting(c)), _noise_name(c), role, key_ipc)
+            pooled[key].append(ev)
+            labels.setdefault(key, ev.get("label") or role)
     if not pooled:
         return []
     lines = ["## Other rows: noisy-label baselines and controls", "",
