@@ -197,6 +197,23 @@ def test_declared_capabilities_match_what_the_method_does(name, reference, data,
         assert "init-only" in e.value.problem and e.value.fix
 
 
+def test_a_component_with_mutable_options_is_refused_when_defined():
+    from dataclasses import dataclass
+
+    from ddlnl.distill.base import Distiller
+
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        class Mutable(Distiller):  # noqa: F841 - defining it is the test
+            name = "mutable"
+
+            @dataclass
+            class Options:
+                steps: int = 1
+
+            def distill(self, ctx, ipc):
+                raise AssertionError
+
+
 @pytest.mark.parametrize("name", DISTILLERS)
 def test_options_are_read_only(name, preset):
     d = distiller(preset, name)

@@ -19,7 +19,7 @@ class SoftWithInit(Distiller):
     capabilities = Capabilities(init_only=True, soft_labels=True, checkpoints=False)
     init_calls = 0
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         sharpness: float = 3.0
 

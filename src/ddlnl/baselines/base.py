@@ -84,7 +84,7 @@ class Baseline(Configurable):
     kind = "baseline"
     description: ClassVar[str] = ""
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         train: dict = field(default_factory=dict)
 

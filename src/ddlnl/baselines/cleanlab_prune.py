@@ -45,7 +45,7 @@ class CleanlabPrune(Baseline):
     name = "cleanlab"
     description = "confident-learning pruning (cleanlab find_label_issues) + CE on the kept samples; optional"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         folds: int = 5
         filter_by: str = "prune_by_noise_rate"

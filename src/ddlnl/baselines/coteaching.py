@@ -114,7 +114,7 @@ class CoTeaching(Baseline):
     name = "coteaching"
     description = "Co-teaching: two networks exchange small-loss samples (Han et al. 2018)"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         forget_rate: float | None = None  # None: the noise rate estimate
         num_gradual: int = 10  # T_k, epochs of the linear ramp

@@ -200,7 +200,7 @@ class DivideMix(Baseline):
     name = "dividemix"
     description = "DivideMix: GMM co-divide + MixMatch co-refinement/co-guessing (Li et al. 2020)"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         warmup: int = 10  # epochs of plain CE (CIFAR-10: 10)
         p_threshold: float = 0.5

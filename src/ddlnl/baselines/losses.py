@@ -36,7 +36,7 @@ class GeneralizedCE(_LossBaseline):
     name = "gce"
     description = "generalized cross-entropy L_q (Zhang & Sabuncu 2018)"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         q: float = 0.7
         train: dict = field(default_factory=dict)
@@ -50,7 +50,7 @@ class SymmetricCE(_LossBaseline):
     name = "sce"
     description = "symmetric cross-entropy alpha*CE + beta*RCE (Wang et al. 2019)"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         alpha: float = 0.1
         beta: float = 1.0

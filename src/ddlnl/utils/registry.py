@@ -2,14 +2,13 @@
 
 Distillers and baselines are both classes with a ``name`` and an ``Options`` dataclass,
 registered by a decorator where they are defined and created from a preset's option block.
-A component's options are read-only once it is built: frozen dataclasses are used as they are,
-and the instances of other ``Options`` dataclasses are sealed (assignment raises
-``dataclasses.FrozenInstanceError``), so what ``options_dict()`` reports is what ran.
+A component's options are read-only once it is built: every ``Options`` is a frozen dataclass
+(checked when the class is defined), so what ``options_dict()`` reports is what ran.
 """
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from ddlnl.errors import ConfigError
@@ -21,9 +20,16 @@ class Configurable:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "component"  # used in messages: "distiller", "baseline"
 
-    @dataclass
+    @dataclass(frozen=True)
     class Options:
         pass
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        params = getattr(cls.Options, "__dataclass_params__", None)
+        if params is None or not params.frozen:
+            raise TypeError(f"{cls.__name__}.Options must be a frozen dataclass (@dataclass(frozen=True)): "
+                            "options are read-only after construction (dataclasses.replace makes a changed copy)")
 
     def __init__(self, **options):
         known = {f.name for f in fields(self.Options)}
@@ -36,40 +42,10 @@ class Configurable:
         for f in fields(self.Options):
             if f.name in options:
                 _check_type(f"{self.kind} {self.name!r} option {f.name}", options[f.name], f.default)
-        self.options = _read_only(self.Options)(**options)
+        self.options = self.Options(**options)
 
     def options_dict(self) -> dict:
         return asdict(self.options)
-
-
-_SEALED: dict[type, type] = {}
-
-
-def _read_only(cls: type) -> type:
-    """``cls`` if it is a frozen dataclass, else a subclass whose instances refuse assignment once built."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or params.frozen:
-        return cls
-    if cls not in _SEALED:
-        def __init__(self, *args, **kwargs):
-            cls.__init__(self, *args, **kwargs)  # __post_init__ may still normalise fields
-            object.__setattr__(self, "_sealed", True)
-
-        def __setattr__(self, name, value):
-            if getattr(self, "_sealed", False):
-                raise FrozenInstanceError(f"cannot assign to field {name!r}: options are read-only after construction "
-                                          "(use dataclasses.replace for a changed copy)")
-            object.__setattr__(self, name, value)
-
-        def __delattr__(self, name):
-            if getattr(self, "_sealed", False):
-                raise FrozenInstanceError(f"cannot delete field {name!r}: options are read-only after construction")
-            object.__delattr__(self, name)
-
-        _SEALED[cls] = type(cls.__name__, (cls,), {"__init__": __init__, "__setattr__": __setattr__,
-                                                   "__delattr__": __delattr__, "__qualname__": cls.__qualname__,
-                                                   "__module__": cls.__module__, "__doc__": cls.__doc__})
-    return _SEALED[cls]
 
 
 def _check_type(what: str, value, default) -> None:
