@@ -34,17 +34,24 @@ def result() -> dict:
     return r
 
 
+def record_cell(study_dir: Path, result: dict) -> list[dict]:
+    """One finished study cell holding ``result``, recorded as the study driver records it; its evaluation rows."""
+    cell = Cell("cifar10", "symmetric", 0.4, 0, "dm", 10, "smoke")
+    cell_dir = study_dir / "cells" / cell.id
+    cell_dir.mkdir(parents=True)
+    write_result(cell_dir / "result.json", result)
+    with Store(study_dir) as store:
+        store.sync_cells("fixture", [cell], {cell.id: cell_dir})
+        store.mark_submitted(cell.id, "local")
+        store.record_finished(cell.id, read_result(cell_dir / "result.json"), {"result_path": str(cell_dir / "result.json")})
+        return store.evaluations()
+
+
 def test_report_random_column_is_the_recipe_lr_random_control(result, tmp_path):
     """A method with a learned lr has two random rows: the table's random column is the one at the
     recipe's lr (the same for every method); the one at the method's lr is listed with the other rows."""
     result["results"]["controls"]["random_recipe_lr"] = _row(0.19)
-    cell = Cell("cifar10", "symmetric", 0.4, 0, "dm", 10, "smoke")
-    cell_dir = tmp_path / "cells" / cell.id
-    cell_dir.mkdir(parents=True)
-    write_result(cell_dir / "result.json", result)
-    with Store(tmp_path) as store:
-        store.sync_cells("fixture", [cell], {cell.id: cell_dir})
-        store.record_finished(cell.id, result, {"result_path": str(cell_dir / "result.json")})
+    record_cell(tmp_path, result)
     report = write_report(tmp_path)["markdown"].read_text()
     random = 100 * result["results"]["random"]["acc_mean"]
     assert "| 19.00 ± 1.00 |" in report.split("## Other rows")[0]  # the main table's random column
@@ -70,15 +77,7 @@ def test_new_control_reaches_table_database_and_report(result, tmp_path):
     assert "| random real, IPC 10, resnet18 (control) | 21.00 ± 1.00 |" in table
     assert "| dm, IPC 10, label smoothing (control) | 37.70 ± 1.00 |" in table
 
-    cell = Cell("cifar10", "symmetric", 0.4, 0, "dm", 10, "smoke")
-    cell_dir = tmp_path / "cells" / cell.id
-    cell_dir.mkdir(parents=True)
-    write_result(cell_dir / "result.json", result)
-    with Store(tmp_path) as store:
-        store.sync_cells("fixture", [cell], {cell.id: cell_dir})
-        store.mark_submitted(cell.id, "local")
-        store.record_finished(cell.id, read_result(cell_dir / "result.json"), {"result_path": str(cell_dir / "result.json")})
-        roles = {e["role"]: e for e in store.evaluations()}
+    roles = {e["role"]: e for e in record_cell(tmp_path, result)}
     assert roles["controls.cross_arch.distilled"]["acc_mean"] == pytest.approx(0.43)
     assert roles["controls.cross_arch.distilled"]["label"] == "dm, IPC 10, resnet18 (control)"
     assert roles["controls.label_smoothing"]["acc_mean"] == pytest.approx(0.377)
