@@ -19,6 +19,7 @@ import numpy as np
 from ddlnl.baselines import create_baseline, parse_baselines
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.data.registry import check_dataset_name
+from ddlnl.data.types import check_ipc_value
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
 from ddlnl.experiment import PreparedData, prepare_data
@@ -65,8 +66,7 @@ class ExperimentSpec:
             raise ConfigError(f"noise must be a NoiseSpec, got {self.noise!r}",
                               "build the spec with ExperimentSpec.create(noise='symmetric', rate=0.4)")
         check_dataset_name(self.dataset)
-        if isinstance(self.ipc, bool) or not isinstance(self.ipc, (int, np.integer)) or self.ipc < 1:
-            raise ConfigError(f"--ipc must be a positive integer, got {self.ipc!r}", "pass --ipc 1, 10 or 50")
+        check_ipc_value(self.ipc)
         check_seed(self.seed)
         if self.imbalance is not None:
             set_(self, "imbalance", check_imbalance(self.imbalance))

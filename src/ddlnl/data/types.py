@@ -58,12 +58,19 @@ class DatasetSplits:
         return self.train.num_classes
 
 
-def check_ipc(labels: np.ndarray, num_classes: int, ipc) -> None:
-    """Fail early (before any training) when ``ipc`` is not a positive integer or exceeds a noisy class's size."""
+def check_ipc_value(ipc) -> None:
+    """``ipc`` is a positive integer (the data-free half of :func:`check_ipc`)."""
     from ddlnl.errors import ConfigError
 
     if not isinstance(ipc, (int, np.integer)) or isinstance(ipc, bool) or ipc < 1:
         raise ConfigError(f"--ipc must be a positive integer, got {ipc!r}", "pass --ipc 1, 10 or 50")
+
+
+def check_ipc(labels: np.ndarray, num_classes: int, ipc) -> None:
+    """Fail early (before any training) when ``ipc`` is not a positive integer or exceeds a noisy class's size."""
+    from ddlnl.errors import ConfigError
+
+    check_ipc_value(ipc)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     if ipc > int(counts.min()):
         c = int(counts.argmin())
