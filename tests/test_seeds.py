@@ -78,3 +78,22 @@ def test_dm_starts_from_the_random_controls_images(data_root):
     dm = spec.distiller().run(spec.distill_context(data, "cpu", progress=False), 2)
     rnd = spec.random_control().run(spec.distill_context(data, "cpu", progress=False), 2)
     assert (dm.images == rnd.images).all() and (dm.labels == rnd.labels).all()
+
+
+def test_evaluate_tests_a_run_set_on_the_runs_test_images(data_root, tmp_path, capsys):
+    """``ddlnl evaluate`` draws a preset's test subset as ``ddlnl run`` does, so it reproduces the run's row."""
+    import json
+
+    from ddlnl.cli import main
+
+    overrides = ["--set", "data.test_size=20", "--set", "evaluation.train.epochs=2", "--set", "baseline.train.epochs=1",
+                 "--set", "methods.dm.iterations=2"]
+    run = tmp_path / "run"
+    assert main(["run", "--method", "dm", "--ipc", "2", "--preset", "smoke", "--data-root", str(data_root), "--out", str(run),
+                 "--no-progress", *overrides]) == 0
+    row = json.loads((run / "result.json").read_text())["results"]["distilled"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "distilled.safetensors"), "--data-root", str(data_root), "--json", "--no-progress",
+                 *overrides]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert sum(map(sum, again["confusion"])) == 20 and again["accs"] == row["accs"] and again["confusion"] == row["confusion"]

@@ -65,6 +65,14 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     return per_class_subsample(labels, max(1, size // len(classes)), seed)
 
 
+def test_subset(test, data_cfg: dict, seed: int):
+    """The test images a preset evaluates on: all, or ``data.test_size`` of them, stratified (one
+    draw for ``ddlnl run`` and ``ddlnl evaluate``, so both test on the same images)."""
+    if not data_cfg.get("test_size"):
+        return test
+    return test.subset(stratified_subsample(test.labels, int(data_cfg["test_size"]), stream_seed(seed, "subsample.test")))
+
+
 def prepare_data(
     dataset: str,
     noise: NoiseSpec,
@@ -84,8 +92,7 @@ def prepare_data(
     if data_cfg.get("train_per_class"):
         keep = per_class_subsample(train.labels, int(data_cfg["train_per_class"]), stream_seed(seed, "subsample.train"))
         train, train_index = train.subset(keep), train_index[keep]
-    if data_cfg.get("test_size"):
-        test = test.subset(stratified_subsample(test.labels, int(data_cfg["test_size"]), stream_seed(seed, "subsample.test")))
+    test = test_subset(test, data_cfg, seed)
     splits = DatasetSplits(splits.name, train, test, splits.source, train_index)
     noisy = load_saved_noise(saved_noise, noise, train.labels) if saved_noise else None
     if noisy is None:

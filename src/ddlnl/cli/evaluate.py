@@ -68,7 +68,7 @@ def evaluate_file(args) -> dict:
     from ddlnl.data.preprocess import Preprocessor
     from ddlnl.data.registry import load_dataset, resolve_data_root
     from ddlnl.evaluate import evaluate_synthetic_set
-    from ddlnl.experiment import stratified_subsample
+    from ddlnl.experiment import test_subset
     from ddlnl.synset import SyntheticSet
     from ddlnl.utils.runtime import resolve_device, seed_everything
 
@@ -100,9 +100,7 @@ def evaluate_file(args) -> dict:
         pre = Preprocessor(args.preprocess or "zca").fit(splits.train.images)
     elif args.preprocess and args.preprocess != pre.kind:
         raise ConfigError(f"{args.set} was made with {pre.kind!r} preprocessing, not {args.preprocess!r}", "drop --preprocess")
-    test = splits.test
-    if preset["data"].get("test_size"):
-        test = test.subset(stratified_subsample(test.labels, int(preset["data"]["test_size"]), spec.seed))
+    test = test_subset(splits.test, preset["data"], spec.seed)
     seed_everything(spec.seed)
     result = evaluate_synthetic_set(
         synset, preset, labels=labels,
