@@ -381,7 +381,7 @@ def fig_per_class(agg, folder: Path) -> list[Path]:
         C = len(c0["evals"]["distilled"]["per_class"])
         names = c0["classes"] or [str(i) for i in range(C)]
         series = [("full noisy set", [c["evals"]["full_noisy"] for r in at for c in r["cells"] if "full_noisy" in c["evals"]][:1])]
-        series.append((f"random IPC {top}", [c["evals"]["random"] for c in at[0]["cells"] if "random" in c["evals"]]))
+        series.append((f"random IPC {top}", [e for c in at[0]["cells"] if (e := recipe_lr_random(c)) is not None]))
         series += [(f"{r['method']} IPC {top}", [c["evals"]["distilled"] for c in r["cells"]]) for r in at]
         fig, ax = plt.subplots(figsize=(max(6, 0.55 * C) if C <= 20 else 10, 4.2))
         width = 0.8 / len(series)
