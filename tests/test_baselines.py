@@ -121,7 +121,7 @@ def tiny_data(n_per_class=24, c=3, rate=0.4, seed=0, side=8):
     tx[:, 0] += (ty.float() - 1).view(-1, 1, 1) * 2
     noisy_labels = SimpleNamespace(labels=noisy, nominal_rate=rate, actual_rate=float(flip.mean()), spec=NoiseSpec("symmetric", rate, 0))
     return SimpleNamespace(
-        num_classes=c, x_train=x, y_train_noisy=torch.as_tensor(noisy), noisy=noisy_labels, x_test=tx, y_test=ty,
+        num_classes=c, x_train=x, y_train_noisy=torch.as_tensor(noisy), noisy=noisy_labels, x_test=tx, y_test=ty, validation=None,
         splits=SimpleNamespace(train=SimpleNamespace(labels=y.numpy())),
     )
 
@@ -134,8 +134,9 @@ PRESET = {
 
 def test_coteaching_run_keeps_the_scheduled_small_loss_fraction():
     data = tiny_data()
-    b = create_baseline("coteaching", num_gradual=2)
+    b = create_baseline("coteaching", num_gradual=2, forget_rate=0.4)
     ev = b.run(BaselineContext(data, PRESET, seed=0))
+    assert b.details["forget_rate_source"] == "option"
     run = b.details["runs"][0]
     sched = forget_schedule(0.4, 4, 2)
     assert run["schedule"] == pytest.approx(sched.tolist()) and run["forget_rate"] == 0.4
@@ -255,7 +256,7 @@ def fake_cleanlab(monkeypatch):
     monkeypatch.setitem(sys.modules, "cleanlab.filter", filt)
 
 
-SMALL = {"coteaching": {"num_gradual": 2}, "dividemix": {"warmup": 2, "rampup_epochs": 1}, "cleanlab": {"folds": 2}}
+SMALL = {"coteaching": {"num_gradual": 2, "forget_rate": 0.4}, "dividemix": {"warmup": 2, "rampup_epochs": 1}, "cleanlab": {"folds": 2}}
 
 
 def test_every_registered_baseline_implements_train(monkeypatch):
@@ -388,3 +389,22 @@ def test_coteaching_resumes_through_the_trainer_exactly():
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.equal(p, q)
     assert hook2.state_dict() == hook.state_dict() and len(hook.kept_fraction) == 4
+
+
+def test_coteaching_forget_rate_is_estimated_unless_told_or_asked_for_the_oracle():
+    data = tiny_data()
+    oracle = create_baseline("coteaching", num_gradual=2, forget_rate="oracle")
+    oracle.run(BaselineContext(data, PRESET, seed=0))
+    assert oracle.details["forget_rate"] == data.noisy.actual_rate and oracle.details["forget_rate_source"].startswith("oracle")
+    assert oracle.details["runs"][0]["forget_rate_source"].startswith("oracle")
+    estimated = create_baseline("coteaching", num_gradual=2)  # the default: no knowledge of the rate
+    ev = estimated.run(BaselineContext(data, PRESET, seed=0))
+    d = estimated.details
+    assert d["forget_rate_source"].startswith("estimated from the noisy labels: 2-fold cross-fitting")
+    assert 0 <= d["forget_rate"] <= 1 and len(d["estimated_per_class"]) == 3 and d["realised_rate"] == data.noisy.actual_rate
+    assert d["runs"][0]["schedule"][-1] == pytest.approx(d["forget_rate"])
+    # two fold networks (4 epochs on half the images each) and their held-out predictions cost images too
+    assert ev.images_processed == 2 * 72 * 4 + 2 * 36 * 4 + 72
+    for bad in ("nominal", True, 1.0, -0.1):
+        with pytest.raises(ConfigError, match="forget_rate"):
+            create_baseline("coteaching", forget_rate=bad)

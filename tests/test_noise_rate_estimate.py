@@ -29,9 +29,14 @@ def test_the_script_runs_on_a_small_dataset(tmp_path, monkeypatch, capsys):
 
     write_cifar10_npz(tmp_path, n_train_per_class=12, n_test_per_class=4)
     monkeypatch.setenv("DDLNL_DATA", str(tmp_path))
+    saved = tmp_path / "probs.npz"
     monkeypatch.setattr("sys.argv", ["noise_rate_estimate.py", "--preset", "smoke", "--train-per-class", "12",
-                                     "--validation", "2", "--epochs", "1"])
+                                     "--validation", "2", "--epochs", "1", "--save", str(saved)])
     nre.main()
     out = capsys.readouterr().out
-    rates = [float(v) for v in re.findall(r"(?:realised|small-loss|joint) (\d\.\d+)", out)]
-    assert out.startswith("symmetric 0.4: realised") and len(rates) == 3 and all(0 <= r <= 1 for r in rates)
+    rates = re.findall(r"(realised|low-score|joint|anchor|small-loss) (\d\.\d+)", out)
+    assert out.startswith("symmetric 0.4: realised") and len(rates) == 5 and all(0 <= float(r) <= 1 for _, r in rates)
+    monkeypatch.setattr("sys.argv", ["noise_rate_estimate.py", "--probs", str(saved)])
+    nre.main()  # the same estimates from the saved probabilities, nothing trained
+    again = capsys.readouterr().out
+    assert re.findall(r"(realised|low-score|joint|anchor|small-loss) (\d\.\d+)", again) == rates

@@ -88,15 +88,15 @@ def test_new_control_reaches_table_database_and_report(result, tmp_path):
     assert "| controls.label_smoothing | dm, IPC 10, label smoothing (control) | dm, 10 | 37.70 ± 1.00 |" in report
 
 
-def test_version_1_database_gets_the_label_column(tmp_path):
+def test_version_1_database_gets_the_later_columns(tmp_path):
     conn = sqlite3.connect(tmp_path / DB_NAME)
     conn.execute("CREATE TABLE evaluations (cell_id TEXT NOT NULL, role TEXT NOT NULL, acc_mean REAL, acc_std REAL, runs INTEGER,"
                  " accs TEXT, per_class TEXT, confusion TEXT, label_kind TEXT, synset_path TEXT, seconds REAL,"
                  " PRIMARY KEY (cell_id, role))")
     conn.close()
     with Store(tmp_path) as store:
-        assert "label" in {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
-        assert store.get_meta("schema_version") == 2
+        assert {"label", "val_acc_mean"} <= {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
+        assert store.get_meta("schema_version") == 3
 
 
 def test_reader_refuses_what_it_cannot_read(result, tmp_path):

@@ -58,3 +58,23 @@ def test_a_run_with_a_validation_split_saves_the_whole_realisation(data_root, tm
     assert saved.shape == (120,)  # the realisation over the whole training split, reused by a rerun
     again = run_experiment(spec, tmp_path / "run", log=lambda m: None, progress=False)
     assert again["results"]["distilled"]["accs"] == result["results"]["distilled"]["accs"]
+
+
+def test_every_row_is_scored_on_the_validation_split(data_root, tmp_path):
+    """Each evaluated row carries its accuracy on the held-out noisy labels, which the table shows;
+    a network that predicts the held-out labels exactly would score 1, so the score is recomputable."""
+    from ddlnl.results import evaluated_rows, format_result_table
+
+    spec = _spec(data_root, "data.validation=2", "evaluation.train.epochs=1", "baseline.train.epochs=1", "methods.dm.iterations=1")
+    result = run_experiment(spec, tmp_path / "run", log=lambda m: None, progress=False)
+    rows = evaluated_rows(result, include_skipped=False)
+    assert rows and all(len(r.value["val_accs"]) == r.value["runs"] for r in rows)
+    for r in rows:
+        assert r.value["val_acc_mean"] == pytest.approx(np.mean(r.value["val_accs"]))
+        # 20 held-out images: every score is a multiple of 1/20
+        assert all(abs(20 * a - round(20 * a)) < 1e-6 for a in r.value["val_accs"])
+    assert "val acc, noisy labels (%)" in format_result_table(result)
+    without = run_experiment(_spec(data_root, "evaluation.train.epochs=1", "baseline.train.epochs=1", "methods.dm.iterations=1"),
+                             tmp_path / "plain", log=lambda m: None, progress=False)
+    assert all("val_acc_mean" not in r.value for r in evaluated_rows(without, include_skipped=False))
+    assert "val acc" not in format_result_table(without)

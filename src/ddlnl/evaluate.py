@@ -2,7 +2,9 @@
 
 Final-epoch accuracy, mean ± std over ``runs`` freshly initialised networks, plus
 per-class accuracy and the confusion matrix (needed to see where asymmetric noise and
-long-tailed classes go). Best-of-test numbers are never reported.
+long-tailed classes go). Best-of-test numbers are never reported. When the preset holds out a
+validation split (``data.validation``), each network is also scored on it against the *noisy*
+labels: the number every choice is made on, so that the test set serves only the final one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class EvalResult:
     train: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     seed_stream: dict = field(default_factory=dict)  # {"scheme", "seed", "purpose", "run_seeds"}: where each run's seed came from
+    val_accs: list[float] | None = None  # accuracy on the validation split's noisy labels, per run (None: no split)
+
+    @property
+    def val_acc_mean(self) -> float | None:
+        return None if self.val_accs is None else float(np.mean(self.val_accs))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +84,10 @@ def evaluate_set(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "eval",
+    validation=None,
 ) -> EvalResult:
-    """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set."""
+    """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set (and
+    on ``validation``'s noisy labels, when given)."""
 
     def train_one(r: int, run_seed: int):
         torch.manual_seed(run_seed)
@@ -88,7 +97,7 @@ def evaluate_set(
         return net, stats.images_processed
 
     return evaluate_runs(train_one, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
-                         num_classes=num_classes, train=train, model=model)
+                         num_classes=num_classes, train=train, model=model, validation=validation)
 
 
 def learned_lr(synset, evaluation: dict) -> float | None:
@@ -100,7 +109,7 @@ def learned_lr(synset, evaluation: dict) -> float | None:
 def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
                            runs: int, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
                            desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None,
-                           lr: float | None = None) -> EvalResult:
+                           lr: float | None = None, validation=None) -> EvalResult:
     """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
     (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
     (cross-architecture control) and the set's labels (hard-label control); ``lr`` the learning
@@ -112,22 +121,28 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
     return evaluate_set(images, labels, test_images=test_images, test_labels=test_labels, num_classes=num_classes,
                         model=model or model_spec(ev.get("model")) or preset["model"],
                         train=TrainConfig.from_dict(ev["train"], **lr_override), runs=runs, seed=seed, device=device,
-                        progress=progress, desc=desc)
+                        progress=progress, desc=desc, validation=validation)
 
 
 def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
-                  num_classes: int, train: TrainConfig, model: dict, purpose: str = "evaluation") -> EvalResult:
+                  num_classes: int, train: TrainConfig, model: dict, purpose: str = "evaluation",
+                  validation=None) -> EvalResult:
     """The protocol's loop: ``train_one(r, run_seed) -> (net, images_processed)`` per run, each net tested.
 
     Run r's seed is ``stream_seed(seed, purpose, r)``: evaluation networks (and baselines, whose
-    purpose is ``baseline``) draw from their own stream, never an expert's or a distiller's."""
+    purpose is ``baseline``) draw from their own stream, never an expert's or a distiller's.
+    ``validation`` (an :class:`ddlnl.experiment.Validation`, or None) scores each net on the held-out
+    noisy labels too."""
     start = time.perf_counter()
     accs, per_class, confusion, processed = [], [], np.zeros((num_classes, num_classes), dtype=np.int64), 0
+    val_accs = None if validation is None else []
     run_seeds = [stream_seed(seed, purpose, r) for r in range(runs)]
     for r in range(runs):
         net, n_images = train_one(r, run_seeds[r])
         processed += n_images
         acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
+        if validation is not None:
+            val_accs.append(float((test_predictions(net, validation.x) == validation.y_noisy).float().mean()))
         accs.append(acc)
         per_class.append(pc)
         confusion += conf
@@ -143,4 +158,5 @@ def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor,
         train=train.to_dict(),
         model=dict(model),
         seed_stream={"scheme": SEED_SCHEME, "seed": int(seed), "purpose": purpose, "run_seeds": run_seeds},
+        val_accs=val_accs,
     )

@@ -150,16 +150,22 @@ def format_result_table(result: dict) -> str:
     n = result["noise"]
     head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
             f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
-    lines = [head, "", "| training set | test acc (%) | runs | network | lr | cost (s) | images processed |", "|---|---|---|---|---|---|---|"]
-    for row in evaluated_rows(result):
+    rows = evaluated_rows(result)
+    # With a validation split (data.validation), the held-out noisy labels' score: what choices are made on.
+    val = any("val_acc_mean" in row.value for row in rows)
+    lines = [head, "", "| training set | test acc (%) |" + (" val acc, noisy labels (%) |" if val else "")
+             + " runs | network | lr | cost (s) | images processed |", "|---|---|" + ("---|" if val else "") + "---|---|---|---|---|"]
+    for row in rows:
         r = row.value
         if row.skipped is not None:
             if row.role.startswith("baselines."):  # a skipped control is said in result.json; a skipped baseline in the table
-                lines.append(f"| {row.label} | skipped | – | – | – | – | – |")
+                lines.append(f"| {row.label} | skipped |" + (" – |" if val else "") + " – | – | – | – | – |")
             continue
         c = r.get("cost") or {"seconds": r.get("seconds", 0.0), "images_processed": r.get("images_processed", 0)}
         lr = (r.get("train") or {}).get("lr")
-        lines.append(f"| {row.label} | {format_accuracy(r)} | {r['runs']} | {_network(r.get('model'))} | "
+        v = r.get("val_acc_mean")
+        val_cell = (" – |" if v is None else f" {100 * v:.2f} |") if val else ""
+        lines.append(f"| {row.label} | {format_accuracy(r)} |{val_cell} {r['runs']} | {_network(r.get('model'))} | "
                      f"{'–' if lr is None else f'{lr:.4g}'} | {c['seconds']:.1f} | {_count(c['images_processed'])} |")
     t = result["timings_s"]
     lines.append("")

@@ -311,13 +311,16 @@ class _Pipeline:
         data = self.data
         return evaluate_synthetic_set(synset, self.preset, test_images=data.x_test, test_labels=data.y_test,
                                       num_classes=data.num_classes, runs=self.preset["evaluation"].get("runs", 1), seed=self.spec.seed,
-                                      device=self.device, progress=self.progress, desc=desc, model=model, labels=labels, lr=lr)
+                                      device=self.device, progress=self.progress, desc=desc, model=model, labels=labels, lr=lr,
+                                      validation=data.validation)
 
     def row(self, ev: EvalResult, **extra) -> dict:
         """An evaluation as a result row (see :mod:`ddlnl.results`), with its cost unless ``extra`` gives one."""
         d = ev.to_dict()
         row = {k: d[k] for k in ("acc_mean", "acc_std", "runs", "per_class", "accs", "confusion", "seconds", "images_processed",
                                  "train", "model", "seed_stream")}
+        if ev.val_accs is not None:  # the held-out noisy labels' score: what choices are made on
+            row |= {"val_acc_mean": ev.val_acc_mean, "val_accs": ev.val_accs}
         return row | {"cost": _cost(self.device, ev.seconds, ev.images_processed)} | extra
 
 

@@ -119,7 +119,7 @@ class Baseline(Configurable):
 
         result = evaluate_runs(train_one, runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
                                num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"],
-                               purpose="baseline")
+                               purpose="baseline", validation=d.validation)
         result.images_processed += prepared.images_processed
         result.seconds = time.perf_counter() - start
         self.details = dict(prepared.details) | ({"runs": per_run} if any(per_run) else {})

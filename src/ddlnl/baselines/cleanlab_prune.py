@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from ddlnl.baselines.base import (
     Baseline,
@@ -23,10 +22,8 @@ from ddlnl.baselines.base import (
     RunOutcome,
     register_baseline,
 )
+from ddlnl.baselines.noise_rate import cross_validated_probs
 from ddlnl.errors import ConfigError
-from ddlnl.train import train_network
-from ddlnl.utils.runtime import generator as make_generator
-from ddlnl.utils.seeds import stream_seed
 
 MISSING = "cleanlab is not installed, so the optional 'cleanlab' baseline is skipped (cleanlab is AGPL-3.0 and not a ddlnl dependency)"
 HOW = "pip install cleanlab into this environment to enable it, or leave 'cleanlab' out of --baselines"
@@ -64,28 +61,7 @@ class CleanlabPrune(Baseline):
         d, o = ctx.data, self.options
         cfg = self.train_config(ctx.preset)
         labels = d.noisy.labels.astype(np.int64)
-        n = labels.size
-        rng = np.random.default_rng(stream_seed(ctx.seed, "cleanlab.folds"))
-        fold_of = np.empty(n, dtype=np.int64)
-        for c in np.unique(labels):  # stratified folds
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            fold_of[idx] = np.arange(idx.size) % o.folds
-        pred_probs = np.zeros((n, d.num_classes), dtype=np.float64)
-        processed = 0
-        for f in range(o.folds):
-            tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
-            fold_seed = stream_seed(ctx.seed, "cleanlab.fold_network", f)
-            torch.manual_seed(fold_seed)
-            net = ctx.model()
-            stats = train_network(net, d.x_train[tr], d.y_train_noisy[tr], cfg, generator=make_generator(fold_seed),
-                                  progress=ctx.progress, desc=f"cleanlab fold {f + 1}/{o.folds}")
-            processed += stats.images_processed
-            net.eval()
-            with torch.no_grad():
-                xs = d.x_train[te]
-                probs = torch.cat([torch.softmax(net(xs[i : i + 1000].to(ctx.device)), 1).cpu() for i in range(0, len(te), 1000)])
-            pred_probs[te] = probs.double().numpy()
-            processed += len(te)
+        pred_probs, processed = cross_validated_probs(ctx, cfg, o.folds, "cleanlab")
         issues = np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=o.filter_by), dtype=bool)
         self._keep = keep = np.flatnonzero(~issues)
         clean = np.asarray(d.splits.train.labels) == labels

@@ -4,8 +4,10 @@ Each mini-batch goes through both networks; each network keeps the ``1 - R(e)`` 
 the batch with its smallest losses, and its *peer* is updated on those samples. The forget
 rate R(e) rises linearly from 0 to ``forget_rate`` over the first ``num_gradual`` epochs
 (the paper's T_k = 10 of 200 epochs; short presets scale it down) and then stays there.
-``forget_rate: null`` takes the noise rate estimate: the nominal rate of the noise model
-(the paper assumes it known); for CIFAR-N label sets, the rate of the whole published set.
+``forget_rate: null`` (the default) takes the noise rate estimated from the noisy labels alone
+(:mod:`ddlnl.baselines.noise_rate`, once per baseline, before the runs); a number is used as
+given; ``oracle`` takes the realised rate of the training labels, computed from the clean labels
+(the paper assumes the rate known; a user does not know it). ``details`` says which it was.
 
 Trains through the one trainer (:func:`ddlnl.train.train_network` with both networks and a
 :class:`CoTeachingHook`), so backbone, augmentation (one draw per batch, shared by the two
@@ -24,9 +26,11 @@ import torch.nn.functional as F
 from ddlnl.baselines.base import (
     Baseline,
     BaselineContext,
+    Prepared,
     RunOutcome,
     register_baseline,
 )
+from ddlnl.baselines.noise_rate import estimate_noise_rate
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
 from ddlnl.train import Step, Sweep, TrainConfig, TrainHook, TrainRun, train_network
@@ -104,11 +108,6 @@ class CoTeachingHook(TrainHook):
         self.epoch_losses = list(state["epoch_losses"])
 
 
-def noise_rate_estimate(data) -> float:
-    """The noise model's nominal rate (for CIFAR-N label sets: the rate of the whole published set)."""
-    return float(data.noisy.nominal_rate or 0.0)
-
-
 @register_baseline
 class CoTeaching(Baseline):
     name = "coteaching"
@@ -116,22 +115,39 @@ class CoTeaching(Baseline):
 
     @dataclass(frozen=True)
     class Options:
-        forget_rate: float | None = None  # None: the noise rate estimate
+        forget_rate: float | str | None = None  # None: estimated from the noisy labels; "oracle": the realised rate
         num_gradual: int = 10  # T_k, epochs of the linear ramp
         exponent: float = 1.0  # c in R(e) = min(e/T_k * tau^c, tau)
         train: dict = field(default_factory=dict)
 
         def __post_init__(self):
-            if self.forget_rate is not None and not 0 <= self.forget_rate < 1:
-                raise ConfigError(f"coteaching forget_rate must be in [0, 1), got {self.forget_rate!r}", "use null (noise rate) or e.g. 0.4")
+            f = self.forget_rate
+            if f is not None and f != "oracle" and (isinstance(f, (str, bool)) or not 0 <= f < 1):
+                raise ConfigError(f"coteaching forget_rate must be null, 'oracle' or a number in [0, 1), got {f!r}",
+                                  "use null (estimated from the noisy labels), oracle (the realised rate) or e.g. 0.4")
             if not isinstance(self.num_gradual, int) or self.num_gradual < 1:
                 raise ConfigError(f"coteaching num_gradual must be a positive integer, got {self.num_gradual!r}", "use num_gradual: 10")
+
+    def prepare(self, ctx: BaselineContext) -> Prepared:
+        """The forget rate every run uses: estimated (the default), the realised one (``oracle``) or the option's."""
+        o, d = self.options, ctx.data
+        if o.forget_rate is None:
+            est = estimate_noise_rate(ctx, self.train_config(ctx.preset))
+            self._rate, self._source = est.rate, f"estimated from the noisy labels: {est.source}"
+            return Prepared(est.images_processed, {"forget_rate": est.rate, "forget_rate_source": self._source,
+                                                   "estimated_per_class": list(est.per_class),
+                                                   "realised_rate": float(d.noisy.actual_rate)})
+        if o.forget_rate == "oracle":
+            self._rate, self._source = float(d.noisy.actual_rate), "oracle: the realised rate, from the clean labels (a user does not know it)"
+        else:
+            self._rate, self._source = float(o.forget_rate), "option"
+        return Prepared(0, {"forget_rate": self._rate, "forget_rate_source": self._source})
 
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
         o, d = self.options, ctx.data
         cfg = self.train_config(ctx.preset)
         check_method_loss(cfg, self.name)
-        rate = noise_rate_estimate(d) if o.forget_rate is None else float(o.forget_rate)
+        rate = self._rate
         sched = forget_schedule(rate, cfg.epochs, o.num_gradual, o.exponent)
         torch.manual_seed(seed)
         net1 = ctx.model()
@@ -142,7 +158,6 @@ class CoTeaching(Baseline):
         stats = train_network([net1, net2], d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed),
                               progress=ctx.progress, desc=self.name, hook=hook)
         acc2, _, _ = accuracy_report(test_predictions(net2, d.x_test), d.y_test, d.num_classes)
-        source = "option" if o.forget_rate is not None else "oracle: the noise model's nominal rate (a user does not know it)"
-        details = {"forget_rate": rate, "forget_rate_source": source, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
+        details = {"forget_rate": rate, "forget_rate_source": self._source, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
                    "kept_label_precision": hook.kept_label_precision, "epoch_losses": hook.epoch_losses, "net2_acc": acc2}
         return RunOutcome(net1, stats.images_processed, details)

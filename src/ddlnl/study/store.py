@@ -30,7 +30,7 @@ from pathlib import Path
 from ddlnl.results import evaluated_rows
 
 DB_NAME = "study.sqlite"
-SCHEMA_VERSION = 2  # 2: evaluations.label
+SCHEMA_VERSION = 3  # 2: evaluations.label; 3: evaluations.val_acc_mean
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     acc_mean REAL, acc_std REAL, runs INTEGER,
     accs TEXT, per_class TEXT, confusion TEXT,
     label_kind TEXT, synset_path TEXT, seconds REAL, label TEXT,
+    val_acc_mean REAL,     -- accuracy on the validation split's noisy labels (NULL: no split)
     PRIMARY KEY (cell_id, role)
 );
 """
@@ -83,6 +84,8 @@ class Store:
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(evaluations)")}
         if "label" not in columns:  # a version-1 database: its rows get their labels when their cells are recorded again
             self.conn.execute("ALTER TABLE evaluations ADD COLUMN label TEXT")
+        if "val_acc_mean" not in columns:  # version 1 or 2
+            self.conn.execute("ALTER TABLE evaluations ADD COLUMN val_acc_mean REAL")
         self.set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
@@ -193,10 +196,10 @@ class Store:
                 r, synset = row.value, row.value.get("synset")
                 c.execute(
                     "INSERT INTO evaluations (cell_id, role, acc_mean, acc_std, runs, accs, per_class, confusion, label_kind,"
-                    " synset_path, seconds, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " synset_path, seconds, label, val_acc_mean) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (cell_id, row.role, r.get("acc_mean"), r.get("acc_std"), r.get("runs"), json.dumps(r.get("accs")),
                      json.dumps(r.get("per_class")), json.dumps(r.get("confusion")), r.get("label_kind", "hard"),
-                     str(out_dir / synset) if synset else None, r.get("seconds"), row.label))
+                     str(out_dir / synset) if synset else None, r.get("seconds"), row.label, r.get("val_acc_mean")))
         self._tx(fn)
 
     def evaluations(self) -> list[dict]:
