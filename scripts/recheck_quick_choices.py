@@ -17,13 +17,16 @@ below the earlier one's.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from ddlnl.errors import DdlnlError
 from ddlnl.evaluate import evaluate_synthetic_set
 from ddlnl.spec import ExperimentSpec
 from ddlnl.utils.io import write_json
 
+FIGURES = ("val_acc", "val_accs", "test_acc", "test_accs", "lr", "distill_s", "eval_s")
 # (choice, method, overrides): the current setting (no override) and the one it replaced
 VARIANTS = [
     ("datm: 300 matching iterations (v3)", "datm", ()),
@@ -47,9 +50,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="quick", help="smoke: a check that the script runs")
     ap.add_argument("--only", default=None, help="run only this method's variants")
-    ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--json", default=None, help="also write the figures here, after each variant; a rerun skips the variants it holds")
     args = ap.parse_args()
     done: dict[tuple, dict] = {}  # a variant listed twice (the current setting) is measured once
+    if args.json and Path(args.json).exists():  # resume: what an earlier, interrupted run measured
+        for v in json.loads(Path(args.json).read_text())["variants"]:
+            done[(v["method"], tuple(v["overrides"]))] = {k: v[k] for k in FIGURES}
     out = []
     for choice, method, overrides in VARIANTS:
         if args.only and method != args.only:
@@ -74,12 +80,12 @@ def main() -> None:
                          "lr": ev.train["lr"], "distill_s": distill_s, "eval_s": ev.seconds}
         r = done[key]
         out.append({"choice": choice, "method": method, "overrides": list(overrides)} | r)
+        if args.json:
+            write_json(args.json, {"noise": args.noise, "rate": args.rate, "validation_per_class": args.validation,
+                                   "runs": args.runs, "seed": args.seed, "variants": out})
         print(f"{choice}: validation {100 * r['val_acc']:.2f} ({' / '.join(f'{100 * a:.2f}' for a in r['val_accs'])}) "
               f"| test {100 * r['test_acc']:.2f} | lr {r['lr']:.4g} | distill {r['distill_s']:.0f} s, "
               f"evaluate {r['eval_s']:.0f} s", flush=True)
-    if args.json:
-        write_json(args.json, {"noise": args.noise, "rate": args.rate, "validation_per_class": args.validation,
-                               "runs": args.runs, "seed": args.seed, "variants": out})
 
 
 if __name__ == "__main__":

@@ -256,7 +256,8 @@ def fake_cleanlab(monkeypatch):
     monkeypatch.setitem(sys.modules, "cleanlab.filter", filt)
 
 
-SMALL = {"coteaching": {"num_gradual": 2, "forget_rate": 0.4}, "dividemix": {"warmup": 2, "rampup_epochs": 1}, "cleanlab": {"folds": 2}}
+SMALL = {"coteaching": {"num_gradual": 2, "forget_rate": 0.4}, "dividemix": {"warmup": 2, "rampup_epochs": 1}, "cleanlab": {"folds": 2},
+         "ce_converged": {"train": {"epochs": 2}}}
 
 
 def test_every_registered_baseline_implements_train(monkeypatch):
@@ -268,11 +269,20 @@ def test_every_registered_baseline_implements_train(monkeypatch):
     fake_cleanlab(monkeypatch)
     assert not inspect.isabstract(Baseline) and not getattr(Baseline, "__abstractmethods__", None)
     ctx = BaselineContext(tiny_data(), PRESET, seed=0)
+    held = tiny_data(seed=1)  # another draw, held out with its noisy labels, for a baseline that needs a validation split
+    with_split = BaselineContext(tiny_data(), PRESET, seed=0)
+    with_split.data.validation = SimpleNamespace(x=held.x_train, y_noisy=held.y_train_noisy)
     for name in list_baselines():
         b = create_baseline(name, **SMALL.get(name, {}))
         assert type(b).run is Baseline.run, f"{name} overrides run()"
-        b.prepare(ctx)
-        out = b.train(ctx, 0)
+        run_ctx = ctx
+        try:
+            b.check_data(ctx.data)
+        except BaselineUnavailable:
+            b.check_data(with_split.data)
+            run_ctx = with_split
+        b.prepare(run_ctx)
+        out = b.train(run_ctx, 0)
         assert isinstance(out, RunOutcome) and out.images_processed >= 4, name  # cleanlab: the kept samples only
         assert isinstance(out.net, torch.nn.Module)
 

@@ -168,7 +168,7 @@ def test_only_selects_cells_by_pattern_in_study_order(tmp_path, capsys):
     spec = load_study("studies/cifar10-findings-quick.yaml")
     picked = spec.select(["*-dance-*", "cifar10-worst-*"]).cells
     assert [c.id for c in picked] == [c.id for c in spec.cells if "-dance-" in c.id or c.id.startswith("cifar10-worst-")]
-    assert len(picked) == 6 + 3  # six DANCE cells, and worst's DM, RCIG and DATM
+    assert len(picked) == 6 + 7  # six DANCE cells, and worst's DATM and DM for three seeds and RCIG
     assert cli.main(["study", "studies/cifar10-findings-quick.yaml", "--out", str(tmp_path / "o"), "--list",
                            "--only", "*-aggre-*-rcig-*"]) == 0
     out = capsys.readouterr().out

@@ -2,9 +2,14 @@
 
 Final-epoch accuracy, mean ± std over ``runs`` freshly initialised networks, plus
 per-class accuracy and the confusion matrix (needed to see where asymmetric noise and
-long-tailed classes go). Best-of-test numbers are never reported. When the preset holds out a
-validation split (``data.validation``), each network is also scored on it against the *noisy*
-labels: the number every choice is made on, so that the test set serves only the final one.
+long-tailed classes go): the headline. When the preset holds out a validation split
+(``data.validation``), each network is also scored on it against the *noisy* labels: the
+number every choice is made on, so that the test set serves only the final one.
+
+``evaluation.checkpoint_every: k`` (off when absent or null) also tests each network at every
+k-th epoch and the last, and records the best of those test accuracies beside the headline:
+the number DANCE and DD_LNL publish (it picks the epoch on the test set, so it is a secondary
+column, named as such, never the headline).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddlnl.errors import ConfigError
 from ddlnl.models import create_model, model_spec
-from ddlnl.train import TrainConfig, train_network
+from ddlnl.train import TrainConfig, TrainHook, TrainRun, train_network
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 from ddlnl.utils.seeds import stream_seed
@@ -37,13 +43,30 @@ class EvalResult:
     model: dict = field(default_factory=dict)
     seed_stream: dict = field(default_factory=dict)  # {"scheme", "seed", "purpose", "run_seeds"}: where each run's seed came from
     val_accs: list[float] | None = None  # accuracy on the validation split's noisy labels, per run (None: no split)
+    # checkpoint_every: the 1-based epochs each run was tested at (the last is the final epoch) and, per
+    # run, the clean test accuracy at each of them (the last equals accs[r]); None: off
+    checkpoint_epochs: list[int] | None = None
+    checkpoint_accs: list[list[float]] | None = None
 
     @property
     def val_acc_mean(self) -> float | None:
         return None if self.val_accs is None else float(np.mean(self.val_accs))
 
+    def best_checkpoint(self) -> dict:
+        """The published protocol's number, when checkpoints were tested: per run the best clean test
+        accuracy over the tested epochs (chosen on the test set) and its epoch; {} when off."""
+        if self.checkpoint_accs is None:
+            return {}
+        best = [int(np.argmax(accs)) for accs in self.checkpoint_accs]  # the first of equal maxima
+        accs = [float(c[i]) for c, i in zip(self.checkpoint_accs, best, strict=True)]
+        return {"best_checkpoint_acc_mean": float(np.mean(accs)), "best_checkpoint_acc_std": float(np.std(accs)),
+                "best_checkpoint_accs": accs, "best_checkpoint_epochs": [self.checkpoint_epochs[i] for i in best],
+                "checkpoint_epochs": list(self.checkpoint_epochs), "checkpoint_accs": [list(c) for c in self.checkpoint_accs]}
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["checkpoint_epochs"], d["checkpoint_accs"]  # in best_checkpoint(), with the best, when on
+        return d | self.best_checkpoint()
 
 
 @torch.no_grad()
@@ -70,6 +93,42 @@ def build_model(model_cfg: dict, num_classes: int, image_size: int) -> nn.Module
     return create_model(cfg.pop("name"), num_classes, image_size=image_size, **cfg)
 
 
+def check_checkpoint_every(value, where: str = "evaluation.checkpoint_every") -> int | None:
+    """``checkpoint_every``: a positive number of epochs, or None (off)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where} must be a positive integer (epochs) or null, got {value!r}",
+                          "set it to null (off) or e.g. 250 (DANCE tests every 250 of its 1,500 epochs)")
+    return value
+
+
+def checkpoint_epochs(epochs: int, every: int) -> list[int]:
+    """The 1-based epochs tested when testing every ``every`` epochs: its multiples and the last
+    epoch (DANCE/IDC: ``epoch % interval == 0 or epoch == epochs``)."""
+    out = list(range(every, epochs + 1, every))
+    return out if out and out[-1] == epochs else out + [epochs]
+
+
+class CheckpointTests(TrainHook):
+    """Plain training that also tests network 0 on (x, y) after each of the 1-based ``epochs`` but the
+    last (whose test is the protocol's own, after training); ``accs`` in epoch order."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, epochs: list[int]):
+        self.x, self.y, self.at = x, y.cpu(), set(epochs[:-1])
+        self.accs: list[float] = []
+
+    def end_epoch(self, epoch: int, run: TrainRun) -> None:
+        if epoch + 1 in self.at:
+            self.accs.append(float((test_predictions(run.nets[0], self.x) == self.y).float().mean()))
+
+    def state_dict(self) -> dict:
+        return {"accs": list(self.accs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accs = [float(a) for a in state["accs"]]
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -85,19 +144,31 @@ def evaluate_set(
     progress: bool = False,
     desc: str = "eval",
     validation=None,
+    checkpoint_every: int | None = None,
 ) -> EvalResult:
     """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set (and
-    on ``validation``'s noisy labels, when given)."""
+    on ``validation``'s noisy labels, when given). ``checkpoint_every``: also test each network
+    every that many epochs (and at the last), recorded beside the final-epoch accuracy."""
+    every = check_checkpoint_every(checkpoint_every)
+    tested = None if every is None else checkpoint_epochs(train.epochs, every)
+    curves: list[list[float]] = []
 
     def train_one(r: int, run_seed: int):
         torch.manual_seed(run_seed)
         net = build_model(model, num_classes, images.shape[-1]).to(device)
+        hook = None if tested is None else CheckpointTests(test_images, test_labels, tested)
         stats = train_network(net, images, labels, train, generator=make_generator(run_seed), progress=progress,
-                              desc=f"{desc} {r + 1}/{runs}")
+                              desc=f"{desc} {r + 1}/{runs}", hook=hook)
+        if hook is not None:
+            curves.append(hook.accs)
         return net, stats.images_processed
 
-    return evaluate_runs(train_one, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
-                         num_classes=num_classes, train=train, model=model, validation=validation)
+    result = evaluate_runs(train_one, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
+                           num_classes=num_classes, train=train, model=model, validation=validation)
+    if tested is not None:  # the last checkpoint is the final epoch: the protocol's own test of the run
+        result.checkpoint_epochs = tested
+        result.checkpoint_accs = [curve + [final] for curve, final in zip(curves, result.accs, strict=True)]
+    return result
 
 
 def learned_lr(synset, evaluation: dict) -> float | None:
@@ -113,7 +184,8 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
     """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
     (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
     (cross-architecture control) and the set's labels (hard-label control); ``lr`` the learning
-    rate (a control trains at the lr of the set it controls)."""
+    rate (a control trains at the lr of the set it controls). ``evaluation.checkpoint_every`` turns
+    on the checkpoint tests (:func:`evaluate_set`)."""
     ev = preset["evaluation"]
     lr = lr if lr is not None else learned_lr(synset, ev)
     lr_override = {"lr": float(lr)} if lr is not None else {}
@@ -121,7 +193,7 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
     return evaluate_set(images, labels, test_images=test_images, test_labels=test_labels, num_classes=num_classes,
                         model=model or model_spec(ev.get("model")) or preset["model"],
                         train=TrainConfig.from_dict(ev["train"], **lr_override), runs=runs, seed=seed, device=device,
-                        progress=progress, desc=desc, validation=validation)
+                        progress=progress, desc=desc, validation=validation, checkpoint_every=ev.get("checkpoint_every"))
 
 
 def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,

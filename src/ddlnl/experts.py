@@ -4,8 +4,11 @@ An expert is a network trained from a random initialisation on the (preprocessed
 labelled) training set with plain SGD (lr 0.01, no momentum, no weight decay, batch 256,
 DSA), as in MTT's and DATM's buffer scripts. Its parameters are saved before training and
 after every epoch, as one float32 tensor of shape (epochs + 1, P) in the flat layout of
-:mod:`ddlnl.models.functional`. With ``gsam: true`` each step is DATM's flat-trajectory
-(FTD) GSAM step instead of plain SGD.
+:mod:`ddlnl.models.functional`. With ``keep_until`` set (an expert trained longer than
+matching reads, as DD_LNL's 100-epoch buffers), only epochs 0..keep_until, ``keep_also`` and
+the last epoch are kept, in that order (:meth:`ExpertConfig.stored_epochs`,
+:meth:`ExpertConfig.row`), so a 100-epoch cache costs what matching and labelling use.
+With ``gsam: true`` each step is DATM's flat-trajectory (FTD) GSAM step instead of plain SGD.
 
 Training goes through :func:`ddlnl.train.train_network`. The GSAM variant needs two
 gradients per step, which the common trainer does not take, so it runs in
@@ -14,7 +17,8 @@ helpers with :func:`gsam_step` as its update.
 
 Cache: ``<cache>/experts/<key>/expert_<k>.safetensors`` (+ ``.sha256`` sidecar, ``.lock``), where ``key`` hashes everything
 that determines a trajectory (dataset, the training images, the noisy labels' digest, the
-network, the preprocessing, the hyper-parameters, the seed and the number of epochs). The
+network, the preprocessing, the hyper-parameters, the seed and the number of epochs) and,
+when not every epoch is kept, the kept epochs. The
 number of experts is not in the key: asking for more experts trains only the missing ones.
 """
 
@@ -48,7 +52,8 @@ _KEY_ONLY_IF_SET = {"schedule": "constant", "milestones": (), "gamma": 0.1, "cut
 
 @dataclass
 class ExpertConfig:
-    """How experts are trained. ``epochs`` is max_start_epoch + expert_epochs of the distiller.
+    """How experts are trained. ``epochs`` is the training length: MTT's/DATM's ``train_epochs``,
+    by default max_start_epoch + expert_epochs.
 
     The defaults are MTT's/DATM's buffer recipe (plain SGD, constant lr, DSA). DANCE's
     pre-training (docs/methods/dance.md §3.1) sets momentum 0.9, weight decay 5e-4, batch 64,
@@ -72,6 +77,9 @@ class ExpertConfig:
     milestones: tuple = ()
     gamma: float = 0.1
     cutmix_prob: float = 0.0
+    # Stored epochs (None: all). Not in recipe(): training is the same; expert_key adds them when set.
+    keep_until: int | None = None  # keep epochs 0..keep_until (what matching reads) ...
+    keep_also: tuple = ()  # ... and these later ones (a label epoch); the last epoch is always kept
 
     def __post_init__(self):
         if self.num_experts < 1 or self.epochs < 1:
@@ -80,6 +88,16 @@ class ExpertConfig:
                 "set num_experts: 1 or more, and max_start_epoch + expert_epochs >= 1",
             )
         self.milestones = tuple(self.milestones)
+        if self.keep_until is not None and not 0 <= self.keep_until:
+            raise ConfigError(f"keep_until must be >= 0, got {self.keep_until}", "keep max_start_epoch + expert_epochs epochs")
+        bad = [e for e in self.keep_also if not 0 <= e <= self.epochs]
+        if bad:
+            raise ConfigError(f"keep_also epochs {bad} are outside the expert's 0..{self.epochs}", "keep epochs the expert trains")
+        # normalised so that keeping everything is the default config (and so the default cache key)
+        if self.keep_until is None or self.keep_until >= self.epochs:
+            self.keep_until, self.keep_also = None, ()
+        else:
+            self.keep_also = tuple(sorted({int(e) for e in self.keep_also} - set(range(self.keep_until + 1)) - {self.epochs}))
         if self.gsam and self.cutmix_prob > 0:
             raise ConfigError("GSAM experts do not support CutMix", "set cutmix_prob: 0 or gsam: false")
         self.train_config()  # range checks of the training recipe
@@ -95,11 +113,27 @@ class ExpertConfig:
         hp = asdict(self)
         hp.pop("num_experts")
         hp.pop("compile")  # speed only
+        hp.pop("keep_until")  # what is stored, not how it trains (expert_key adds it)
+        hp.pop("keep_also")
         hp["milestones"] = list(self.milestones)
         for name, default in _KEY_ONLY_IF_SET.items():
             if getattr(self, name) == default or (name in ("milestones", "gamma") and self.schedule != "multistep"):
                 hp.pop(name)
         return hp
+
+    def stored_epochs(self) -> list[int]:
+        """The epochs a cached trajectory holds, in row order."""
+        if self.keep_until is None:
+            return list(range(self.epochs + 1))
+        return list(range(self.keep_until + 1)) + list(self.keep_also) + [self.epochs]
+
+    def row(self, epoch: int) -> int:
+        """The trajectory row that holds ``epoch``'s parameters."""
+        stored = self.stored_epochs()
+        if epoch not in stored:
+            raise ConfigError(f"expert epoch {epoch} is not stored (stored: 0..{self.keep_until}, {self.keep_also}, {self.epochs})",
+                              "add it to keep_also")
+        return stored.index(epoch)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -121,8 +155,11 @@ def expert_key(dataset: str, images: torch.Tensor, labels: np.ndarray, model: di
                cfg: ExpertConfig, seed: int) -> dict:
     """Everything that determines a trajectory (the dict whose hash names the cache folder)."""
     hp = cfg.recipe()
-    return {"version": CACHE_VERSION, "dataset": dataset, "images": images_digest(images),
-            "labels": labels_digest(labels), "model": model, "preprocess": preprocess_meta, "train": hp, "seed": seed}
+    key = {"version": CACHE_VERSION, "dataset": dataset, "images": images_digest(images),
+           "labels": labels_digest(labels), "model": model, "preprocess": preprocess_meta, "train": hp, "seed": seed}
+    if cfg.keep_until is not None:  # only then: keys of experts that keep every epoch stay as they were
+        key["stored_epochs"] = {"until": cfg.keep_until, "also": list(cfg.keep_also), "last": cfg.epochs}
+    return key
 
 
 def key_hash(key: dict) -> str:
@@ -188,7 +225,8 @@ def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callbac
 def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
                  seed: int, device="cpu", progress: bool = False, partial: Path | None = None,
                  partial_every_s: float = 60.0, log=print) -> torch.Tensor:
-    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e.
+    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e
+    (with ``cfg.keep_until``: only the rows of ``cfg.stored_epochs()``).
 
     With ``partial``, the expert's progress (the trajectory so far and the training state) is
     saved there atomically at most every ``partial_every_s`` seconds, and a later call with the
@@ -203,10 +241,12 @@ def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_cl
         snaps = list(resume.pop("trajectory"))
         log(f"[ddlnl] resuming expert training from {partial} after epoch {resume['epoch'] + 1}/{cfg.epochs}")
     last_save = [time.monotonic()]
+    keep = set(cfg.stored_epochs())
 
     def snapshot(epoch, net_, state):
         # flatten_params concatenates (a new tensor); clone anyway: on CPU .cpu() shares storage.
-        snaps.append(flatten_params(net_).detach().clone().cpu())
+        if epoch + 1 in keep:
+            snaps.append(flatten_params(net_).detach().clone().cpu())
         if partial is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_save[0] >= partial_every_s:
             with atomic_path(partial) as tmp:
                 torch.save(state() | {"trajectory": torch.stack(snaps)}, tmp)
@@ -235,11 +275,12 @@ def expert_file(folder: Path, k: int) -> Path:
     return folder / f"expert_{k}.safetensors"
 
 
-def load_cached_expert(path: Path, epochs: int, *, adopt_unhashed: bool = False, log=print) -> torch.Tensor | None:
+def load_cached_expert(path: Path, epochs: int, *, adopt_unhashed: bool = False, log=print,
+                       rows: int | None = None) -> torch.Tensor | None:
     """The trajectory cached at ``path`` if it is intact, else None.
 
     Intact means: its ``.sha256`` sidecar matches, it loads as safetensors, and it has shape
-    (epochs + 1, P). A damaged entry is deleted with a warning (the caller rebuilds it). An
+    (rows, P), ``rows`` defaulting to epochs + 1. A damaged entry is deleted with a warning (the caller rebuilds it). An
     entry without a sidecar is used only with ``adopt_unhashed`` (the caller holds the entry's
     lock, so no writer is between its two renames): then it is checked by loading, and hashed.
     """
@@ -256,10 +297,11 @@ def load_cached_expert(path: Path, epochs: int, *, adopt_unhashed: bool = False,
             log(f"[ddlnl] warning: expert cache file {path} is damaged ({why}); rebuilding it")
             remove_entry(path)
         return None
+    rows = epochs + 1 if rows is None else rows
     try:
         traj = load_file(str(path))["trajectory"]
-        if traj.ndim != 2 or traj.shape[0] != epochs + 1:
-            raise ValueError(f"shape {tuple(traj.shape)}, expected ({epochs + 1}, P)")
+        if traj.ndim != 2 or traj.shape[0] != rows:
+            raise ValueError(f"shape {tuple(traj.shape)}, expected ({rows}, P)")
     except Exception as e:  # noqa: BLE001 - truncated, foreign or wrong-shaped: rebuild it
         log(f"[ddlnl] warning: expert cache file {path} is unreadable ({type(e).__name__}: {e}); rebuilding it")
         remove_entry(path)
@@ -269,14 +311,16 @@ def load_cached_expert(path: Path, epochs: int, *, adopt_unhashed: bool = False,
     return traj
 
 
-def save_expert(path: Path, traj: torch.Tensor) -> None:
-    """Write one finished trajectory atomically (temp file + rename), then its sha256 sidecar."""
+def save_expert(path: Path, traj: torch.Tensor, epochs: list[int] | None = None) -> None:
+    """Write one finished trajectory atomically (temp file + rename), then its sha256 sidecar.
+    ``epochs``: the epoch of each row, recorded in the file's metadata for readers outside ddlnl."""
     from safetensors.torch import save_file
 
     from ddlnl.utils.io import write_sidecar
 
+    meta = None if epochs is None else {"epochs": json.dumps(epochs)}
     with atomic_path(path) as tmp:
-        save_file({"trajectory": traj.contiguous()}, str(tmp))
+        save_file({"trajectory": traj.contiguous()}, str(tmp), metadata=meta)
     write_sidecar(path)
 
 
@@ -319,29 +363,31 @@ def load_or_train_experts(ctx: ExpertSource, cfg: ExpertConfig) -> list[torch.Te
     folder = cache_root(ctx.cache_dir) / "experts" / key_hash(key)
     labels = torch.as_tensor(ctx.labels, dtype=torch.long)
     trajs, trained = [], 0
+    stored = cfg.stored_epochs()
     for k in range(cfg.num_experts):
         path = expert_file(folder, k)
-        traj = load_cached_expert(path, cfg.epochs, log=ctx.log)  # fast path: no lock for an intact entry
+        traj = load_cached_expert(path, cfg.epochs, log=ctx.log, rows=len(stored))  # fast path: no lock for an intact entry
         if traj is None:
             lock = path.with_name(path.name + ".lock")
             with file_lock(lock, on_wait=lambda k=k, lock=lock: ctx.log(
                     f"[ddlnl] expert {k + 1}/{cfg.num_experts} is being trained by another run; waiting for it ({lock})")):
-                traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log)  # written meanwhile?
+                traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log, rows=len(stored))  # written meanwhile?
                 if traj is None:
                     t0 = time.perf_counter()
                     partial = path.with_name(path.name + ".partial.pt")
                     traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=stream_seed(ctx.seed, "expert", k),
                                         device=ctx.device, progress=ctx.progress, partial=partial,
                                         partial_every_s=ctx.checkpoint_every_s, log=ctx.log)
-                    save_expert(path, traj)
+                    save_expert(path, traj, None if cfg.keep_until is None else stored)
                     partial.unlink(missing_ok=True)
                     if k == 0 or not (folder / "key.json").exists():
                         write_json(folder / "key.json", key)
                     trained += 1
                     # forward passes over real images (GSAM: two per batch)
                     ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
+                    kept = "" if cfg.keep_until is None else f", {len(stored)} of them kept"
                     ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
-                            f"({cfg.epochs} epochs, {time.perf_counter() - t0:.1f}s)")
+                            f"({cfg.epochs} epochs{kept}, {time.perf_counter() - t0:.1f}s)")
         trajs.append(traj)
     status = "hit" if trained == 0 else ("miss" if trained == cfg.num_experts else "partial hit")
     ctx.log(f"[ddlnl] expert cache {status}: {cfg.num_experts - trained} loaded, {trained} trained ({folder})")

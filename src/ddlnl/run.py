@@ -175,6 +175,7 @@ class _Pipeline:
         for b in baselines:
             try:
                 b.check()
+                b.check_data(self.data)
             except BaselineUnavailable as e:
                 self.log(f"[ddlnl] skipping baseline {b.name}: {e.problem}; {e.fix}")
                 results["baselines"][b.name] = {"skipped": e.problem, "fix": e.fix}
@@ -321,6 +322,7 @@ class _Pipeline:
                                  "train", "model", "seed_stream")}
         if ev.val_accs is not None:  # the held-out noisy labels' score: what choices are made on
             row |= {"val_acc_mean": ev.val_acc_mean, "val_accs": ev.val_accs}
+        row |= ev.best_checkpoint()  # evaluation.checkpoint_every: the published best-of-checkpoints, beside the headline
         return row | {"cost": _cost(self.device, ev.seconds, ev.images_processed)} | extra
 
 

@@ -23,7 +23,7 @@ from ddlnl.data.types import check_ipc_value
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
 from ddlnl.experiment import PreparedData, prepare_data
-from ddlnl.presets import PROTOCOLS, apply_overrides, evaluation_for, load_preset, method_options
+from ddlnl.presets import PROTOCOLS, apply_overrides, cell_preprocess, evaluation_for, load_preset, method_options
 from ddlnl.utils.runtime import versions
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
@@ -34,9 +34,9 @@ SEED_MAX = 2**32  # numpy's RandomState (the noise realisation) takes seeds in [
 class ResolvedPreset:
     """The preset after overrides, its evaluation section set for the protocol, and the method's options."""
 
-    preset: dict
+    preset: dict  # its top-level preprocess is the cell's: methods.<method>.preprocess when set
     applied: dict  # the overrides that were applied, key -> parsed value
-    options: dict  # the distiller's options (methods.<method> without native_eval)
+    options: dict  # the distiller's options (methods.<method> without native_eval and preprocess)
 
     @property
     def evaluation(self) -> dict:
@@ -96,6 +96,12 @@ class ExperimentSpec:
         options = {}
         if self.method is not None:
             options = method_options(preset, self.method)
+            own = cell_preprocess(preset, self.method)
+            if "preprocess" in applied and applied["preprocess"] != own:
+                raise ConfigError(f"preprocess={applied['preprocess']} was set, but methods.{self.method}.preprocess "
+                                  f"({own}) decides the preprocessing of a {self.method} cell",
+                                  f"set methods.{self.method}.preprocess={applied['preprocess']} instead")
+            preset["preprocess"] = own  # the whole cell's: experts, distillation, controls, baselines, evaluation
             create_distiller(self.method, **options)  # unknown options and bad values fail here, before any data is read
         elif self.eval_protocol != "common":
             raise ConfigError("the native evaluation protocol is the recipe of a method, and no method was given",

@@ -288,9 +288,10 @@ class TrainHook:
     ``plan(epoch, run)`` is called at the start of every epoch, after the lr is set, and returns the
     epoch's sweeps (plain training: one sweep over every sample; DivideMix co-divides here);
     ``loss(step)`` returns one batch's loss (plain training: the configured loss of network 0, with
-    CutMix; Co-teaching selects small-loss samples here). The trainer owns the rest: one optimiser
-    over all networks' parameters, the lr schedule, batch drawing, augmentation, compile, loss
-    bookkeeping and resume (``state_dict``/``load_state_dict`` carry the hook's own state).
+    CutMix; Co-teaching selects small-loss samples here); ``end_epoch(epoch, run)`` is called after
+    every epoch (plain training: nothing; checkpoint tests, model selection). The trainer owns the
+    rest: one optimiser over all networks' parameters, the lr schedule, batch drawing, augmentation,
+    compile, loss bookkeeping and resume (``state_dict``/``load_state_dict`` carry the hook's own state).
     """
 
     def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
@@ -298,6 +299,10 @@ class TrainHook:
 
     def loss(self, step: Step) -> torch.Tensor:
         return batch_loss(step.nets[0], step.x, step.y, step.run.cfg, step.run.generator)
+
+    def end_epoch(self, epoch: int, run: TrainRun) -> None:
+        """Called after every epoch (0-based), before ``epoch_callback``: e.g. test the networks at a
+        checkpoint (``ddlnl.evaluate.CheckpointTests``) or keep the best weights so far. Plain training: nothing."""
 
     def state_dict(self) -> dict:
         return {}
@@ -379,6 +384,7 @@ def train_network(
         stats.epoch_losses.append(total / max(count, 1))
         if not math.isfinite(stats.epoch_losses[-1]):
             raise FloatingPointError(f"training loss became {stats.epoch_losses[-1]} at epoch {epoch}")
+        hook.end_epoch(epoch, run)
         bar.set_postfix(loss=f"{stats.epoch_losses[-1]:.3f}")
         if epoch_callback is not None:
             epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator, hook))

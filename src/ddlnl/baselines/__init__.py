@@ -1,9 +1,12 @@
 """Baselines trained on the full noisy training set, on the same backbone as the evaluation.
 
 Registered by name: ``ce`` (= ``results.full_noisy``), ``gce``, ``sce``, ``coteaching``,
-``dividemix`` and the optional ``cleanlab``. See ``baselines/base.py`` for the interface.
+``dividemix``, the optional ``cleanlab``, and two more readings of the CE row: ``ce_converged``
+(a long schedule, final epoch) and ``ce_selected`` (the epoch best on the noisy validation
+split). See ``baselines/base.py`` for the interface.
 """
 
+from ddlnl.baselines import ce_variants as _ce_variants  # noqa: F401  (registers ce_converged, ce_selected)
 from ddlnl.baselines import cleanlab_prune as _cleanlab  # noqa: F401
 from ddlnl.baselines import coteaching as _coteaching  # noqa: F401
 from ddlnl.baselines import dividemix as _dividemix  # noqa: F401

@@ -3,7 +3,8 @@
 A baseline trains on the *full noisy* training set (never on clean labels) and is tested
 with the common protocol: the preset's ``model``, its ``baseline.train`` recipe (optimiser,
 schedule, augmentation, epochs, batch size), ``baseline.runs`` networks, final-epoch clean
-test accuracy. Only the learning-with-noisy-labels method differs between baselines.
+test accuracy (``ce_selected``: of the epoch it chose on the noisy validation labels). Only the
+learning-with-noisy-labels method differs between baselines.
 
 Implementing a new baseline
 ---------------------------
@@ -15,6 +16,8 @@ Implementing a new baseline
    ``train`` and still calls :func:`ddlnl.train.train_network`, with a
    :class:`ddlnl.train.TrainHook` (sample selection, co-divide) and, if it needs them, several
    networks. Work shared by all runs (cleanlab's pruning) goes in :meth:`Baseline.prepare`.
+   A baseline that needs something of the data (``ce_selected``: a validation split) says so in
+   :meth:`Baseline.check_data`; without it the run records the baseline as skipped.
 2. Decorate it with ``@register_baseline`` and import the module in ``baselines/__init__.py``.
 3. Give it an entry under ``baselines:`` in each preset (``smoke``, ``quick``, ``paper``).
 
@@ -34,7 +37,7 @@ from torch import nn
 
 from ddlnl.errors import ConfigError, DdlnlError
 from ddlnl.evaluate import EvalResult, build_model, evaluate_runs
-from ddlnl.train import TrainConfig, train_network
+from ddlnl.train import TrainConfig, TrainHook, TrainStats, train_network
 from ddlnl.utils.registry import Configurable, Registry
 from ddlnl.utils.runtime import generator as make_generator
 
@@ -70,6 +73,7 @@ class RunOutcome:
     net: nn.Module
     images_processed: int
     details: dict = field(default_factory=dict)
+    stats: TrainStats | None = None  # the trainer's statistics (epoch losses), when one network was trained
 
 
 @dataclass
@@ -100,6 +104,10 @@ class Baseline(Configurable):
     def check(self) -> None:
         """Raise :class:`BaselineUnavailable` when an optional dependency is missing."""
 
+    def check_data(self, data) -> None:
+        """Raise :class:`BaselineUnavailable` when the prepared data lacks what the method needs
+        (``ce_selected``: a validation split); the run then records the baseline as skipped."""
+
     def prepare(self, ctx: BaselineContext) -> Prepared:
         """Work done once before the runs, shared by all of them (cleanlab: find the samples to prune)."""
         return Prepared()
@@ -107,6 +115,7 @@ class Baseline(Configurable):
     def run(self, ctx: BaselineContext) -> EvalResult:
         """Train ``ctx.runs`` networks (seeds from the ``baseline`` stream) and test each on the clean test set."""
         self.check()
+        self.check_data(ctx.data)
         start = time.perf_counter()
         prepared = self.prepare(ctx)
         d = ctx.data
@@ -135,13 +144,14 @@ class Baseline(Configurable):
         return self.train_one_network(ctx, seed, d.x_train, d.y_train_noisy)
 
     def train_one_network(self, ctx: BaselineContext, seed: int, images: torch.Tensor, labels: torch.Tensor, *,
-                          desc: str | None = None) -> RunOutcome:
-        """A fresh network from ``seed`` trained on (images, labels) by :func:`ddlnl.train.train_network`."""
+                          desc: str | None = None, hook: TrainHook | None = None) -> RunOutcome:
+        """A fresh network from ``seed`` trained on (images, labels) by :func:`ddlnl.train.train_network`
+        (with ``hook``, e.g. model selection at the end of each epoch)."""
         torch.manual_seed(seed)
         net = ctx.model()
         stats = train_network(net, images, labels, self.train_config(ctx.preset), generator=make_generator(seed),
-                              progress=ctx.progress, desc=desc or self.name)
-        return RunOutcome(net, stats.images_processed)
+                              progress=ctx.progress, desc=desc or self.name, hook=hook)
+        return RunOutcome(net, stats.images_processed, stats=stats)
 
 
 class Ensemble(nn.Module):
@@ -157,7 +167,7 @@ class Ensemble(nn.Module):
 
 _BASELINES = Registry("baseline")
 _REGISTRY = _BASELINES.classes
-CANONICAL_ORDER = ("ce", "gce", "sce", "coteaching", "dividemix", "cleanlab")
+CANONICAL_ORDER = ("ce", "gce", "sce", "coteaching", "dividemix", "cleanlab", "ce_converged", "ce_selected")
 register_baseline = _BASELINES.register
 list_baselines = _BASELINES.names
 create_baseline = _BASELINES.create

@@ -41,7 +41,7 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
 
 def add_eval_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", dest="eval_protocol", default="common", choices=["common", "native"],
-                   help="evaluation recipe: the common protocol (default) or the method's own (DANCE, RCIG: native_eval in the preset)")
+                   help="evaluation recipe: the common protocol (default) or the method's own (DATM, DANCE, RCIG: native_eval in the preset)")
 
 
 def noise_spec(args):

@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--baselines", default="ce", metavar="LIST",
                    help="noisy-label baselines on the full noisy set, comma-separated: ce, gce, sce, coteaching, dividemix, "
                         "cleanlab (optional extra), or 'all' (default: ce; ce always runs)")
-    p.add_argument("--json", action="store_true", help="print result.json instead of the table")
+    p.add_argument("--json", action="store_true", help="print result.json instead of the table (with --dry-run: the plan as JSON)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved settings and each stage's work and estimated time; train, load and write nothing")
     add_eval_arg(p)
 
 
@@ -26,6 +28,12 @@ def main(args) -> int:
     from ddlnl.run import run_experiment
 
     spec = experiment_spec(args, baselines=parse_baselines(args.baselines))
+    if args.dry_run:
+        from ddlnl.plan import format_plan, plan, write_json_text
+
+        cost = plan(spec)
+        print(write_json_text(cost) if args.json else format_plan(cost))
+        return 0
     apply_runtime_flags(args)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args))

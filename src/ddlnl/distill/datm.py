@@ -7,10 +7,11 @@ On top of MTT's loop (:mod:`ddlnl.distill.mtt`):
   max_start_epoch over expansion_end_epoch iterations (``sequential_generation``), or is
   max_start_epoch throughout. See :func:`start_epoch_upper`.
 * **Initialisation** (§2.4): ``pix_init: samples_predicted_correctly`` keeps real images
-  of noisy class c that an expert (final epoch) predicts as c, an implicit clean-sample
-  filter; ``pix_init: real`` takes random real images. A switch, so the filter's effect
-  can be measured on its own.
-* **Soft labels** (§2.4): logits of the experts (final epoch) averaged over the experts
+  of noisy class c that an expert (at ``label_epoch``, default its final epoch) predicts as
+  c, an implicit clean-sample filter; ``pix_init: real`` takes random real images. A switch,
+  so the filter's effect can be measured on its own. DD_LNL's experts train 100 epochs
+  (``train_epochs``), longer than matching reads, and filter with the last one.
+* **Soft labels** (§2.4): logits of the experts (``label_epoch``) averaged over the experts
   whose prediction agrees with the image's class (``real``: expert 0's logits), then
   learned with SGD(lr_y, momentum 0.9); ``soft_labels: false`` keeps hard labels.
 * **Threshold** (§2.2): an update is applied only when the matching loss <= threshold.
@@ -29,7 +30,7 @@ distiller's own options stay as configured.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ import torch
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.distill.base import Capabilities, DistillContext, register_distiller
-from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common
+from ddlnl.distill.mtt import TrajectoryMatchingBase, check_common, expert_length
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
 from ddlnl.experts import load_or_train_experts
@@ -141,6 +142,8 @@ def paper_setting(dataset: str, ipc: int, noise_type: str = "clean", rate: float
         s["lr_teacher"] = {0.4: 0.008, 0.8: 0.005}.get(round(rate, 2), 0.01)
     if dataset == "cifar10" and ipc == 1000 and rate >= 0.8:
         s["pix_init"] = "real"
+    if dataset == "cifar10" and ipc == 1000 and (noise_type in SYMMETRIC or (noise_type in ASYMMETRIC and rate <= 0.4)) and rate > 0:
+        s["iterations"] = 6000  # DD_LNL's configs for these rows (10,000 elsewhere, the preset's value)
     if dataset == "cifar100" and ipc == 100 and ((noise_type in SYMMETRIC and rate >= 0.4) or (noise_type in ASYMMETRIC and rate >= 0.6)):
         s["pix_init"] = "real"
     if dataset == "tinyimagenet" and ipc == 50 and noise_type in SYMMETRIC and rate >= 0.4:
@@ -160,8 +163,8 @@ def expert_logits(ctx: DistillContext, net, params: torch.Tensor, x: torch.Tenso
     return out
 
 
-def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generator, net) -> tuple[torch.Tensor, dict]:
-    """Indices of ``ipc`` images per noisy class that an expert (final epoch) predicts as their class.
+def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generator, net, row: int = -1) -> tuple[torch.Tensor, dict]:
+    """Indices of ``ipc`` images per noisy class that an expert (trajectory row ``row``) predicts as their class.
 
     Expert 0 first; if a class runs short, the next expert scans the rest (DATM). If every
     expert is exhausted, random images of the class fill the gap (counted in the report).
@@ -175,7 +178,7 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
             rest = pool[~np.isin(pool, chosen)]  # in the shuffled order
             for i in range(0, len(rest), 256):
                 batch = rest[i : i + 256]
-                pred = expert_logits(ctx, net, traj[-1], ctx.images[batch]).argmax(1).numpy()
+                pred = expert_logits(ctx, net, traj[row], ctx.images[batch]).argmax(1).numpy()
                 chosen.extend(batch[pred == c][: ipc - len(chosen)].tolist())
                 if len(chosen) >= ipc:
                     break
@@ -189,13 +192,14 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
     return torch.as_tensor(np.concatenate(picks)), {"filled_at_random": filled}
 
 
-def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes: torch.Tensor, agreeing: bool) -> tuple[torch.Tensor, float]:
-    """Mean final-epoch logits over the experts whose argmax is the image's class (``agreeing``),
+def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes: torch.Tensor, agreeing: bool,
+                    row: int = -1) -> tuple[torch.Tensor, float]:
+    """Mean logits (trajectory row ``row``) over the experts whose argmax is the image's class (``agreeing``),
     or expert 0's logits. Returns (logits, fraction of images whose soft label's argmax is their class)."""
     if not agreeing:
-        logits = expert_logits(ctx, net, experts[0][-1], x)
+        logits = expert_logits(ctx, net, experts[0][row], x)
     else:
-        all_logits = torch.stack([expert_logits(ctx, net, t[-1], x) for t in experts])  # (E, n, C)
+        all_logits = torch.stack([expert_logits(ctx, net, t[row], x) for t in experts])  # (E, n, C)
         agree = (all_logits.argmax(2) == classes.view(1, -1)).float()  # (E, n)
         count = agree.sum(0)
         mean_agree = (all_logits * agree.unsqueeze(2)).sum(0) / count.clamp_min(1).unsqueeze(1)
@@ -210,7 +214,7 @@ def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes:
 @register_distiller
 class DATM(TrajectoryMatchingBase):
     name = "datm"
-    capabilities = Capabilities(init_only=True, soft_labels=True, learned_lr=True)
+    capabilities = Capabilities(init_only=True, soft_labels=True, learned_lr=True, native_eval=True)
 
     @dataclass(frozen=True)
     class Options:
@@ -223,6 +227,10 @@ class DATM(TrajectoryMatchingBase):
         min_start_epoch: int = 0
         current_max_start_epoch: int | None = 10
         max_start_epoch: int = 20
+        train_epochs: int | None = None  # experts' length (null: max_start_epoch + expert_epochs; DD_LNL: 100)
+        # expert epoch of the init filter and soft labels, 'final' or an int (DD_LNL: final); a factory,
+        # so the registry's type check (a str default takes only strings) leaves it to __post_init__
+        label_epoch: str | int = field(default_factory=lambda: "final")
         expansion_end_epoch: int = 1000
         sequential_generation: bool = True
         batch_syn: int | None = 100
@@ -254,6 +262,11 @@ class DATM(TrajectoryMatchingBase):
                                   "lower min_start_epoch or raise max_start_epoch")
             if self.lr_y <= 0:
                 raise ConfigError(f"lr_y must be positive, got {self.lr_y}", "set lr_y as in docs/methods/datm.md §2.7 (2, 5 or 10)")
+            n = expert_length(self)
+            le = self.label_epoch
+            if le != "final" and (not isinstance(le, int) or isinstance(le, bool) or not 0 <= le <= n):
+                raise ConfigError(f"label_epoch must be 'final' or an integer epoch in [0, {n}] (the experts train {n} epochs), "
+                                  f"got {le!r}", "set label_epoch: final (DD_LNL) or an epoch the experts reach")
 
     # options_dict() is the options as configured (``setting: auto`` unresolved), so that a run's
     # stage keys are the same before and after the paper row is applied; the applied row is in
@@ -309,6 +322,10 @@ class DATM(TrajectoryMatchingBase):
     def label_lr(self, o=None) -> float | None:
         return (self.options if o is None else o).lr_y
 
+    def label_epoch(self, o=None) -> int:
+        o = self.options if o is None else o
+        return expert_length(o) if o.label_epoch == "final" else o.label_epoch
+
     @property
     def label_lr_momentum(self) -> float:
         return self.options.momentum_y
@@ -317,9 +334,11 @@ class DATM(TrajectoryMatchingBase):
         o = self.options if o is None else o
         net = build_model(ctx.model, ctx.num_classes, ctx.images.shape[-1]).to(ctx.device)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ipc)
-        report = {"pix_init": o.pix_init}
+        epoch = self.label_epoch(o)
+        row = self.expert_config(o).row(epoch)
+        report = {"pix_init": o.pix_init, "label_epoch": epoch, "expert_train_epochs": expert_length(o)}
         if o.pix_init == "samples_predicted_correctly":
-            idx, info = predicted_correctly(ctx, experts, ipc, g, net)
+            idx, info = predicted_correctly(ctx, experts, ipc, g, net, row)
             images = ctx.images[idx].clone()
             report |= info
         else:
@@ -327,8 +346,10 @@ class DATM(TrajectoryMatchingBase):
         if not o.soft_labels:
             self.init_report = report
             return images, classes
-        logits, acc = soft_label_init(ctx, experts, net, images, classes, agreeing=o.pix_init == "samples_predicted_correctly")
+        logits, acc = soft_label_init(ctx, experts, net, images, classes, agreeing=o.pix_init == "samples_predicted_correctly",
+                                      row=row)
         report["initial_label_agreement"] = acc
-        ctx.log(f"[ddlnl] datm init: {o.pix_init}, soft labels agree with the noisy class on {100 * acc:.1f}% of images")
+        ctx.log(f"[ddlnl] datm init: {o.pix_init}, expert epoch {epoch} of {expert_length(o)}, soft labels agree with "
+                f"the noisy class on {100 * acc:.1f}% of images")
         self.init_report = report
         return images, logits

@@ -6,7 +6,9 @@ the learnable lr), and moves the images and the lr so that the student ends clos
 expert's parameters at epoch t + ``expert_epochs`` (:mod:`ddlnl.distill.matching`).
 
 MTT: hard labels, initialisation from random real images of each noisy class, start epoch
-uniform in [0, max_start_epoch), every update applied. :class:`TrajectoryMatchingBase`
+uniform in [0, max_start_epoch), every update applied. Experts train ``train_epochs``
+(default: the window max_start_epoch + expert_epochs; DD_LNL: 100); matching reads only the
+window, so only it and the label epoch are cached. :class:`TrajectoryMatchingBase`
 holds the loop; DATM (:mod:`ddlnl.distill.datm`) overrides the hooks for its window,
 initialisation, soft labels and threshold.
 """
@@ -52,6 +54,17 @@ def check_common(o) -> None:
     if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0.0 <= m < 1.0:
         raise ConfigError(f"expert_momentum must be a number in [0, 1), got {m!r}",
                           "set expert_momentum: 0 (MTT's and DATM's buffers) or e.g. 0.9")
+    window = o.max_start_epoch + o.expert_epochs
+    te = o.train_epochs
+    if te is not None and (not isinstance(te, int) or isinstance(te, bool) or te < window):
+        raise ConfigError(f"train_epochs ({te!r}) must be an integer >= max_start_epoch + expert_epochs "
+                          f"({o.max_start_epoch} + {o.expert_epochs} = {window}): matching reads the experts up to that epoch",
+                          f"set train_epochs to {window} or more (DD_LNL: 100), or null (= {window})")
+
+
+def expert_length(o) -> int:
+    """Epochs each expert trains: ``train_epochs``, else the matching window max_start_epoch + expert_epochs."""
+    return o.max_start_epoch + o.expert_epochs if o.train_epochs is None else o.train_epochs
 
 
 class TrajectoryMatchingBase(Distiller):
@@ -64,6 +77,16 @@ class TrajectoryMatchingBase(Distiller):
 
     capabilities = Capabilities(learned_lr=True)
     label_lr_momentum = 0.9
+    # options added after runs were made: at these defaults they stay out of options_dict(), the
+    # runner's stage key, so those runs keep their keys and resume instead of distilling again
+    KEY_ONLY_IF_SET = {"train_epochs": None, "label_epoch": "final"}
+
+    def options_dict(self) -> dict:
+        d = super().options_dict()
+        for name, default in self.KEY_ONLY_IF_SET.items():
+            if name in d and d[name] == default:
+                del d[name]
+        return d
 
     def resolved_options(self, ctx: DistillContext, ipc: int):
         """The options for a run on ``ctx`` at ``ipc``: a new object, ``self.options`` is never changed."""
@@ -84,12 +107,19 @@ class TrajectoryMatchingBase(Distiller):
     def label_lr(self, o=None) -> float | None:
         return None
 
+    def label_epoch(self, o=None) -> int:
+        """The expert epoch that labels/filters the initial set (MTT: none, so the last; it is kept anyway)."""
+        return expert_length(self.options if o is None else o)
+
     # -- the loop ----------------------------------------------------------------------------
     def expert_config(self, o=None) -> ExpertConfig:
+        """Experts train ``train_epochs``; only the matching window and the label epoch are stored."""
         o = self.options if o is None else o
-        return ExpertConfig(num_experts=o.num_experts, epochs=o.max_start_epoch + o.expert_epochs,
+        window = o.max_start_epoch + o.expert_epochs
+        return ExpertConfig(num_experts=o.num_experts, epochs=expert_length(o),
                             lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch,
-                            gsam=o.expert_gsam, compile=o.expert_compile, dsa_strategy=o.dsa_strategy)
+                            gsam=o.expert_gsam, compile=o.expert_compile, dsa_strategy=o.dsa_strategy,
+                            keep_until=window, keep_also=(self.label_epoch(o),))
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
         return self.match(ctx, ipc, self.resolved_options(ctx, ipc))
@@ -164,7 +194,8 @@ class TrajectoryMatchingBase(Distiller):
         ctx.timings["distill"] = time.perf_counter() - start_time
         out = SyntheticSet(images.detach().cpu(), labels.detach().cpu(), ctx.preprocess, lr=float(syn_lr.detach()))
         out.meta["matching"] = {"losses_first_last": self.losses[:1] + self.losses[-1:], "skipped": self.skipped,
-                                "iterations": o.iterations, "mode": o.mode, "final_syn_lr": float(syn_lr.detach())}
+                                "iterations": o.iterations, "mode": o.mode, "final_syn_lr": float(syn_lr.detach()),
+                                "expert_train_epochs": expert_length(o)}
         return out
 
 
@@ -179,6 +210,7 @@ class MTT(TrajectoryMatchingBase):
         syn_steps: int = 50
         expert_epochs: int = 2
         max_start_epoch: int = 20
+        train_epochs: int | None = None  # experts' length (null: max_start_epoch + expert_epochs; DD_LNL: 100)
         batch_syn: int | None = None  # synthetic images per inner step (null: all)
         lr_img: float = 1000.0
         lr_lr: float = 1e-5

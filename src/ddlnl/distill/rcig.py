@@ -26,13 +26,21 @@ options), independent of the preset's evaluation model. The saved labels are reg
 targets (``meta["label_semantics"] = "regression_targets"``, ``meta["label_temperature"]`` =
 e^tau); ``meta["decode"] = {"kind": "flip_copies"}`` when flips are used, so every evaluation
 trains on the set with its flipped copies, as RCIG's own evaluation does.
+
+Paper table: with ``setting: auto`` the values of RCIG's per-setting config files (``depth_3``,
+``cifar100_50``, ``depth_4_200``, ``depth_4_big``; docs/rcig.md) replace the options they cover,
+chosen by dataset and IPC (:data:`PAPER_TABLE`, :func:`paper_setting`), as DATM's ``setting:
+auto`` does; options the table does not cover (iterations, solvers, tuning, ...) keep the
+preset's values. The applied values go into a new options object for the run
+(:meth:`RCIG.resolved_options`), recorded in the set's ``meta["applied_options"]``; the
+distiller's own options (and ``options_dict()``, the stage key) stay as configured.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -48,6 +56,37 @@ from ddlnl.synset import SyntheticSet
 from ddlnl.train import centred_one_hot
 
 
+# --------------------------------------------------------------------------- paper table
+
+# RCIG's configs_final files, as ddlnl options. depth_3 is the CIFAR config; the others change what
+# is listed. Their memory options (random subsets of the coreset and of the real batch to
+# back-propagate through, precomputed features, forward chunks) and cifar100_50's normal_repeats 2
+# are not ported: ddlnl back-propagates through the whole coreset and real batch, once.
+# depth_4_big spells its pool-size key pool_model_6count, so the file sets no pool size; ddlnl
+# uses the 30 written under that key.
+_DEPTH_3 = dict(softplus_temp=60.0, pool_size=30, pool_lr=5e-5, pool_max_steps=16, max_online_steps=100, l2_rate=5e-4,
+                inner_steps=20, hinv_steps=20, lr_images=0.003, learn_labels=True, use_flip=True)
+#: (dataset, IPC) -> (RCIG config file, options); IPC None: every IPC of the dataset without its own row.
+PAPER_TABLE: dict[tuple[str, int | None], tuple[str, dict]] = {
+    ("cifar10", None): ("depth_3", _DEPTH_3),
+    ("cifar100", None): ("depth_3", _DEPTH_3),
+    ("cifar100", 50): ("cifar100_50", _DEPTH_3 | dict(use_flip=False)),
+    ("tinyimagenet", 1): ("depth_4_200", _DEPTH_3 | dict(softplus_temp=0.0)),  # ReLU (softplus off)
+    ("tinyimagenet", 10): ("depth_4_big", _DEPTH_3 | dict(softplus_temp=0.0, use_flip=False)),
+}
+
+
+def paper_setting(dataset: str, ipc: int) -> tuple[str, dict]:
+    """(RCIG config file, options) for a dataset and IPC: its own row, else the dataset's any-IPC row."""
+    row = PAPER_TABLE.get((dataset, ipc)) or PAPER_TABLE.get((dataset, None))
+    if row is None:
+        known = ", ".join(f"{d} IPC {'any' if i is None else i}" for d, i in PAPER_TABLE)
+        raise ConfigError(f"RCIG's paper table has no row for {dataset} IPC {ipc}",
+                          f"use one of: {known}; or set methods.rcig.setting=none and give the options yourself")
+    name, values = row
+    return name, dict(values)
+
+
 @register_distiller
 class RCIG(Distiller):
     name = "rcig"
@@ -55,6 +94,7 @@ class RCIG(Distiller):
 
     @dataclass(frozen=True)
     class Options:
+        setting: str = "none"  # auto: RCIG's config file for the run's dataset and IPC (PAPER_TABLE, module doc)
         iterations: int = 10000
         # RCIG's network for distillation (docs/methods/rcig.md §4.1); depth null = 3/4/5 for 32/64/128 px
         width: int = 128
@@ -92,6 +132,7 @@ class RCIG(Distiller):
         log_every: int = 50
 
         def __post_init__(self):
+            check_choice("rcig setting", self.setting, ("none", "auto"))
             check_choice("rcig inner_solver", self.inner_solver, R.SOLVERS)
             check_choice("rcig hinv_solver", self.hinv_solver, R.SOLVERS)
             check_choice("rcig formulation", self.formulation, R.FORMULATIONS)
@@ -119,28 +160,50 @@ class RCIG(Distiller):
             if not 0.0 <= float(self.ema_decay) < 1.0:
                 raise ConfigError(f"rcig ema_decay must be in [0, 1), got {self.ema_decay!r}", "use 0.99 (RCIG)")
 
-    # ------------------------------------------------------------------------------ helpers
-    def _net(self, ctx: DistillContext, size: int):
+    # ------------------------------------------------------------------------------ options
+    def options_dict(self) -> dict:
+        """The options as configured (``setting: auto`` unresolved: a run's stage key is the same
+        before and after the paper row is applied); ``setting: none`` is left out, so runs made
+        before the option existed keep their keys."""
+        d = super().options_dict()
+        if d.get("setting") == "none":
+            del d["setting"]
+        return d
+
+    def resolved_options(self, ctx: DistillContext, ipc: int) -> "RCIG.Options":
+        """The options for this run: as configured, or under ``setting: auto`` a new object with the
+        paper row for (dataset, IPC) applied; ``self.options`` is never changed."""
         o = self.options
+        if o.setting != "auto":
+            return o
+        name, values = paper_setting(ctx.dataset, ipc)
+        names = {f.name for f in fields(o)}
+        ctx.log(f"[ddlnl] rcig paper setting for {ctx.dataset} IPC {ipc} (RCIG's {name}): {values}")
+        return replace(o, **{k: v for k, v in values.items() if k in names})
+
+    # ------------------------------------------------------------------------------ helpers
+    # Each helper reads the run's options ``o`` (resolved_options); without ``o``, the configured ones.
+    def _net(self, ctx: DistillContext, size: int, o=None):
+        o = self.options if o is None else o
         return create_model("rcig_convnet", ctx.num_classes, image_size=size, in_channels=int(ctx.images.shape[1]),
                             width=o.width, depth=o.depth, softplus_temp=float(o.softplus_temp))
 
-    def _fresh_params(self, ctx: DistillContext, size: int, count: int) -> torch.Tensor:
+    def _fresh_params(self, ctx: DistillContext, size: int, count: int, o=None) -> torch.Tensor:
         """Base weights of pool model number ``count`` (a fixed seed per count: reproducible after resume)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed_for("rcig.pool_network", count))
-            return flatten_params(self._net(ctx, size)).to(ctx.device)
+            return flatten_params(self._net(ctx, size, o)).to(ctx.device)
 
-    def init_set(self, ctx: DistillContext, ipc: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def init_set(self, ctx: DistillContext, ipc: int, g: torch.Generator, o=None) -> tuple[torch.Tensor, torch.Tensor]:
         images, classes = ctx.random_real(ipc, g)
-        if self.options.init == "noise":
+        if (self.options if o is None else o).init == "noise":
             images = 0.3 * torch.randn(images.shape, generator=g)
         return images, centred_one_hot(classes, ctx.num_classes)
 
     # ------------------------------------------------------------------------------ the steps
-    def solve_inner(self, net, theta0, xs, ys, lam, lr):
+    def solve_inner(self, net, theta0, xs, ys, lam, lr, o=None):
         """(problem, delta, history) for the coreset (xs, ys) at base weights theta0."""
-        o = self.options
+        o = self.options if o is None else o
         lin = R.Linearised(net, theta0, xs, formulation=o.formulation, mask=self.mask)
         prob = R.InnerProblem(lin, ys, lam, o.use_x64)
         if o.inner_steps == 0:
@@ -148,9 +211,9 @@ class RCIG(Distiller):
         delta, hist = R.solve_quadratic(o.inner_solver, prob.hvp, prob.b, o.inner_steps, lr)
         return prob, delta, hist
 
-    def outer_grads(self, net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam):
+    def outer_grads(self, net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam, o=None):
         """Direct gradients (images, labels, log_temp), g_t = dL_out/d delta, loss, accuracy."""
-        o = self.options
+        o = self.options if o is None else o
         lin_t = R.Linearised(net, theta0, xt, formulation=o.formulation, mask=self.mask)
         o_t = lin_t.J(delta).requires_grad_(True)
         xs, ys = R.with_flips(x_syn, y_syn, o.use_flip)
@@ -161,9 +224,9 @@ class RCIG(Distiller):
         self._passes += lin_t.passes + 2 * xs.shape[0]
         return gx, gy, gtau, g_t, float(loss.detach()), acc
 
-    def implicit_grads(self, net, theta0, delta, v, x_syn, y_syn, lam):
+    def implicit_grads(self, net, theta0, delta, v, x_syn, y_syn, lam, o=None):
         """-d/d(images, labels) [v . grad_delta L_in]."""
-        o = self.options
+        o = self.options if o is None else o
         xs, ys = R.with_flips(x_syn, y_syn, o.use_flip)
         feats_s, (j_v, j_d) = R.tangents_with_graph(net, theta0, xs, [v.detach(), delta.detach()], o.formulation)
         s = R.implicit_objective(feats_s, j_v, j_d, ys, v.detach(), delta.detach(), lam, o.use_x64)
@@ -185,9 +248,9 @@ class RCIG(Distiller):
             self._passes += 2 * xs.shape[0]
         return step
 
-    def tune(self, ctx, net, theta0, x_syn, y_syn, log_temp, xt, yt, lam) -> tuple[float, float, dict]:
+    def tune(self, ctx, net, theta0, x_syn, y_syn, log_temp, xt, yt, lam, o=None) -> tuple[float, float, dict]:
         """RCIG's start-up search: the largest lr (x tune_factor steps, then x0.7) whose solve is monotone."""
-        o = self.options
+        o = self.options if o is None else o
         xs, ys = R.with_flips(x_syn.detach(), y_syn.detach(), o.use_flip)
         report = {"inner_trials": 0, "hvp_trials": 0}
 
@@ -208,7 +271,7 @@ class RCIG(Distiller):
         if hvp_lr is None and o.hinv_solver == "adam" and o.hinv_steps > 1:
             delta = R.solve_quadratic(o.inner_solver, prob.hvp, prob.b, o.inner_steps, inner_lr)[0] if o.inner_steps else \
                 torch.zeros_like(theta0)
-            g_t = self.outer_grads(net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam)[3]
+            g_t = self.outer_grads(net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam, o)[3]
             hvp_lr, report["hvp_trials"] = search(o.tune_hvp_lr, lambda lr: R.lr_verdict(R.adam_quadratic(prob.hvp, g_t, o.hinv_steps, lr)[1]))
         hvp_lr = float(hvp_lr if hvp_lr is not None else o.tune_hvp_lr)
         self._passes += prob.lin.passes
@@ -218,19 +281,19 @@ class RCIG(Distiller):
 
     # ------------------------------------------------------------------------------ the loop
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
-        o = self.options
+        o = self.resolved_options(ctx, ipc)
         warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node", category=UserWarning)
         start_time = time.perf_counter()
         self._passes = 0
         dev = ctx.device
         C, size = ctx.num_classes, int(ctx.images.shape[-1])
         g = ctx.generator("rcig")
-        x0, y0 = self.init_set(ctx, ipc, g)
+        x0, y0 = self.init_set(ctx, ipc, g, o)
         x_syn = x0.to(dev).clone().requires_grad_(True)
         y_syn = y0.to(dev).clone().requires_grad_(True)
         log_temp = torch.zeros((), device=dev, requires_grad=True)
         opt = AdaBelief([{"params": [x_syn, y_syn], "lr": o.lr_images}, {"params": [log_temp], "lr": o.lr_temp}])
-        net = self._net(ctx, size).to(dev)
+        net = self._net(ctx, size, o).to(dev)
         net.requires_grad_(False)
         self.mask = R.tangent_mask(net).to(dev)
         lam = o.l2_rate * ipc * C  # flip copies not counted (RCIG)
@@ -238,7 +301,7 @@ class RCIG(Distiller):
         n_train = labels.shape[0]
         batch = min(o.batch_real, n_train)
 
-        pool_base = torch.stack([self._fresh_params(ctx, size, k) for k in range(o.pool_size)])
+        pool_base = torch.stack([self._fresh_params(ctx, size, k, o) for k in range(o.pool_size)])
         pool_m, pool_v = torch.zeros_like(pool_base), torch.zeros_like(pool_base)
         pool_steps = torch.zeros(o.pool_size, dtype=torch.long)
         ema = {"x": torch.zeros_like(x_syn.detach()), "y": torch.zeros_like(y_syn.detach()), "t": torch.zeros(())}
@@ -258,7 +321,7 @@ class RCIG(Distiller):
         if scalars["inner_lr"] < 0:  # not restored from a checkpoint: tune once
             t0 = time.perf_counter()
             xt, yt = real_batch()
-            inner_lr, hvp_lr, rep = self.tune(ctx, net, pool_base[0], x_syn, y_syn, log_temp, xt, yt, lam)
+            inner_lr, hvp_lr, rep = self.tune(ctx, net, pool_base[0], x_syn, y_syn, log_temp, xt, yt, lam, o)
             scalars.update(inner_lr=inner_lr, hvp_lr=hvp_lr, tune_seconds=time.perf_counter() - t0, **rep)
             loop.refresh()  # the tuned lrs are part of the starting state
         from tqdm.auto import tqdm
@@ -270,12 +333,12 @@ class RCIG(Distiller):
             k = int(torch.randint(o.pool_size, (1,), generator=g))
             theta0 = pool_base[k]
             xs_d, ys_d = R.with_flips(x_syn.detach(), y_syn.detach(), o.use_flip)
-            prob, delta, inner_hist = self.solve_inner(net, theta0, xs_d, ys_d, lam, scalars["inner_lr"])
+            prob, delta, inner_hist = self.solve_inner(net, theta0, xs_d, ys_d, lam, scalars["inner_lr"], o)
             xt, yt = real_batch()
-            gx, gy, gtau, g_t, loss, acc = self.outer_grads(net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam)
+            gx, gy, gtau, g_t, loss, acc = self.outer_grads(net, theta0, prob, delta, x_syn, y_syn, log_temp, xt, yt, lam, o)
             if o.hinv_steps > 0:
                 v, hinv_hist = R.solve_quadratic(o.hinv_solver, prob.hvp, g_t, o.hinv_steps, scalars["hvp_lr"])
-                ix, iy = self.implicit_grads(net, theta0, delta, v, x_syn, y_syn, lam)
+                ix, iy = self.implicit_grads(net, theta0, delta, v, x_syn, y_syn, lam, o)
                 if o.clip_implicit:
                     ix, iy = R.clip_to(ix, gx), R.clip_to(iy, gy)
                 gx, gy = gx + ix, gy + iy
@@ -298,7 +361,7 @@ class RCIG(Distiller):
                                              n_pool, o.pool_lr)
             pool_steps[k] = new_step
             if new_step >= o.max_online_steps:
-                pool_base[k] = self._fresh_params(ctx, size, scalars["resets"])
+                pool_base[k] = self._fresh_params(ctx, size, scalars["resets"], o)
                 pool_m[k].zero_()
                 pool_v[k].zero_()
                 pool_steps[k] = 0
@@ -335,6 +398,7 @@ class RCIG(Distiller):
         else:
             x_out, y_out, t_out = ema["x"] / corr, ema["y"] / corr, ema["t"] / corr
         out = SyntheticSet(x_out.detach().cpu().float(), y_out.detach().cpu().float(), ctx.preprocess)
+        out.meta["applied_options"] = asdict(o)  # as DATM: the options this run used (setting: auto applied)
         out.meta["label_semantics"] = "regression_targets"
         out.meta["label_temperature"] = float(torch.exp(t_out))
         if o.use_flip:

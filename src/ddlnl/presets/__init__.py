@@ -24,10 +24,14 @@ DATA_KEYS = {"train_per_class", "test_size", "validation"}  # validation: images
 EVAL_KEYS = {"runs", "use_learned_lr", "train"}
 # cross_arch: a model name (or mapping) for the cross-architecture control, or null;
 # model: the evaluation network when it differs from the preset's (distillation) network.
-EVALUATION_KEYS = EVAL_KEYS | {"cross_arch", "model"}
+EVALUATION_KEYS = EVAL_KEYS | {"cross_arch", "model", "checkpoint_every"}  # checkpoint_every: also test every k epochs
 # A method's own evaluation recipe (`--eval native`), under methods.<name>.native_eval.
 NATIVE_KEYS = {"train", "model", "runs"}
 PROTOCOLS = ("common", "native")
+# methods.<name>.preprocess: the preprocessing of every cell of that method (DATM/RCIG whiten, DANCE normalises)
+METHOD_PREPROCESS = ("normalize", "zca")
+# keys of methods.<name> that describe the cell, not the distiller: method_options() drops them
+CELL_KEYS = ("native_eval", "preprocess")
 
 
 def list_presets() -> list[str]:
@@ -91,7 +95,14 @@ def validate_preset(preset, where: str = "preset") -> None:
             raise ConfigError(f"{where}: methods.{name} must be a mapping of options, got {opts!r}", "e.g. dm: {iterations: 400}")
         if opts and "native_eval" in opts:
             _check_native(opts["native_eval"], f"{where}: methods.{name}.native_eval")
+        if opts and "preprocess" in opts and opts["preprocess"] not in METHOD_PREPROCESS:
+            raise ConfigError(f"{where}: methods.{name}.preprocess must be one of {', '.join(METHOD_PREPROCESS)}, "
+                              f"got {opts['preprocess']!r}", f"set methods.{name}.preprocess: zca (DATM, MTT, RCIG) or normalize, "
+                              "or drop it to use the preset's preprocess")
     _check_cross_arch(preset["evaluation"].get("cross_arch"), where)
+    from ddlnl.evaluate import check_checkpoint_every
+
+    check_checkpoint_every(preset["evaluation"].get("checkpoint_every"), f"{where}: evaluation.checkpoint_every")
     if preset["evaluation"].get("model") is not None:
         _check_model(preset["evaluation"]["model"], f"{where}: evaluation.model")
     _check_baselines(preset.get("baselines"), preset["baseline"]["train"], where)
@@ -103,11 +114,21 @@ def cross_arch_model(evaluation: dict) -> dict | None:
 
 
 def method_options(preset: dict, method: str) -> dict:
-    """The distiller's options from ``methods.<method>``, without its ``native_eval`` recipe."""
+    """The distiller's options from ``methods.<method>``, without the cell keys (``native_eval``, ``preprocess``)."""
     if method not in preset["methods"]:
         raise ConfigError(f"preset {preset.get('name')!r} has no settings for method {method!r}",
                           f"use one of: {', '.join(sorted(preset['methods']))}")
-    return {k: v for k, v in (preset["methods"][method] or {}).items() if k != "native_eval"}
+    return {k: v for k, v in (preset["methods"][method] or {}).items() if k not in CELL_KEYS}
+
+
+def cell_preprocess(preset: dict, method: str | None) -> str:
+    """The preprocessing of a cell of ``method``: ``methods.<method>.preprocess`` if set, else the preset's.
+
+    It is the whole cell's (experts, distillation, controls, baselines, evaluation), so that the
+    controls see the same images as the method.
+    """
+    own = (preset["methods"].get(method) or {}).get("preprocess") if method is not None else None
+    return preset["preprocess"] if own is None else own
 
 
 def evaluation_for(preset: dict, method: str, protocol: str = "common") -> dict:

@@ -122,9 +122,16 @@ class Cell:
         """Cells with the same group share one noise realisation and one full-noisy baseline.
 
         Overrides of a distiller's options (``methods.<name>.*``, but not ``methods.random.*``)
-        change neither, so they do not split a group."""
+        change neither, so they do not split a group. A method's own preprocessing
+        (``methods.<name>.preprocess``) does: its baseline and random control see other images."""
         lt = f"-lt{self.imbalance:g}" if self.imbalance is not None else ""
         tag = f"{_safe(self.dataset)}{lt}-{self.noise_slug}-seed{self.seed}-{_safe(Path(self.preset).stem)}"
+        try:
+            own = (self.spec().resolved.preset["methods"].get(self.method) or {}).get("preprocess")
+        except ConfigError:  # an invalid cell: StudySpec.check names it by this id and says why
+            own = None
+        if own is not None:
+            tag += f"-{own}"
         shared_ov = [o for o in self.overrides if not (o.startswith("methods.") and not o.startswith("methods.random."))]
         extra = {"overrides": shared_ov, "preset": self.preset}
         if shared_ov or self.preset != Path(self.preset).stem:
