@@ -26,7 +26,7 @@ from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import DdlnlError
 from ddlnl.evaluate import build_model, test_predictions
 from ddlnl.experiment import prepare_data
-from ddlnl.experts import images_digest
+from ddlnl.experts import images_digest, stored_epochs
 from ddlnl.models.functional import unflatten_params
 from ddlnl.presets import load_preset
 from ddlnl.utils.io import verify_sidecar
@@ -34,7 +34,7 @@ from ddlnl.utils.io import verify_sidecar
 
 def epoch_accuracies(traj: torch.Tensor, model: dict, num_classes: int, x_test: torch.Tensor,
                      y_test: torch.Tensor) -> list[float]:
-    """Test accuracy of each row of ``traj`` (row 0: the initialisation, row e: after epoch e)."""
+    """Test accuracy of each row of ``traj`` (row 0: the initialisation, then the stored epochs in order)."""
     net = build_model(model, num_classes, x_test.shape[-1])
     accs = []
     for row in traj:
@@ -77,13 +77,16 @@ def main() -> None:
     print(f"{dataset}, {model}, preprocess {kind}, "
           f"expert recipe {json.dumps(recipe, sort_keys=True)}")
     num_classes = data.splits.train.num_classes
+    stored = key.get("stored_epochs")  # an expert trained longer than matching reads keeps only some epochs
     for path in files:
         why = verify_sidecar(path)
         if why is not None:
             print(f"{path.name}: skipped ({why}; the next run that needs it rebuilds it)")
             continue
         accs = epoch_accuracies(load_file(str(path))["trajectory"], model, num_classes, data.x_test, data.y_test)
-        print(f"{path.name}: " + "  ".join(f"epoch {e}: {100 * a:.2f}%" for e, a in enumerate(accs)))
+        epochs = (list(range(len(accs))) if stored is None
+                  else stored_epochs(stored["last"], stored["until"], stored["also"]))
+        print(f"{path.name}: " + "  ".join(f"epoch {e}: {100 * a:.2f}%" for e, a in zip(epochs, accs)))
 
 
 if __name__ == "__main__":

@@ -123,9 +123,7 @@ class ExpertConfig:
 
     def stored_epochs(self) -> list[int]:
         """The epochs a cached trajectory holds, in row order."""
-        if self.keep_until is None:
-            return list(range(self.epochs + 1))
-        return list(range(self.keep_until + 1)) + list(self.keep_also) + [self.epochs]
+        return stored_epochs(self.epochs, self.keep_until, self.keep_also)
 
     def row(self, epoch: int) -> int:
         """The trajectory row that holds ``epoch``'s parameters."""
@@ -134,6 +132,14 @@ class ExpertConfig:
             raise ConfigError(f"expert epoch {epoch} is not stored (stored: 0..{self.keep_until}, {self.keep_also}, {self.epochs})",
                               "add it to keep_also")
         return stored.index(epoch)
+
+
+def stored_epochs(epochs: int, keep_until: int | None, keep_also=()) -> list[int]:
+    """Row order of a trajectory: every epoch, or 0..keep_until, then ``keep_also``, then the last
+    (``key.json``'s ``stored_epochs`` holds the three, so readers of the cache map rows to epochs)."""
+    if keep_until is None:
+        return list(range(epochs + 1))
+    return list(range(keep_until + 1)) + list(keep_also) + [epochs]
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
