@@ -102,8 +102,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     net = build_model(preset["model"], data.num_classes, data.x_train.shape[-1])
     train_network(net, data.x_train, data.y_train_noisy, cfg, generator=generator(args.seed))
-    val_probs, val_labels = predict_probs(net, data.validation.x, "cpu"), data.validation.y_noisy.numpy()
-    train_probs, train_labels = predict_probs(net, data.x_train, "cpu"), data.y_train_noisy.numpy()
+    val_probs, val_labels = predict_probs(net, data.validation.x), data.validation.y_noisy.numpy()
+    train_probs, train_labels = predict_probs(net, data.x_train), data.y_train_noisy.numpy()
     if args.save:
         np.savez(args.save, val_probs=val_probs, val_labels=val_labels, train_probs=train_probs, train_labels=train_labels,
                  realised=data.noisy.actual_rate, name=spec.noise.name)

@@ -106,19 +106,30 @@ def test_small_loss_exchange_keeps_the_scheduled_fraction_of_the_peers_smallest_
     assert l2[upd1].max() <= l2[torch.argsort(l2)[70:]].min()
 
 
-def tiny_data(n_per_class=24, c=3, rate=0.4, seed=0, side=8):
-    """A separable 3-class problem with symmetric noise, shaped like PreparedData."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(c).repeat_interleave(n_per_class)
+def separable_images(y: torch.Tensor, g: torch.Generator, side: int) -> torch.Tensor:
+    """Images whose first channel's mean tells the class apart (noise of std 0.3 around it)."""
     x = torch.randn(len(y), 3, side, side, generator=g) * 0.3
     x[:, 0] += (y.float() - 1).view(-1, 1, 1) * 2
+    return x
+
+
+def symmetric_flips(y: torch.Tensor, c: int, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy labels, flipped mask): each label moves to another class with probability ``rate``."""
     rng = np.random.default_rng(seed)
     noisy = y.numpy().copy()
     flip = rng.random(len(y)) < rate
     noisy[flip] = (noisy[flip] + rng.integers(1, c, flip.sum())) % c
+    return noisy, flip
+
+
+def tiny_data(n_per_class=24, c=3, rate=0.4, seed=0, side=8):
+    """A separable 3-class problem with symmetric noise, shaped like PreparedData."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(c).repeat_interleave(n_per_class)
+    x = separable_images(y, g, side)
+    noisy, flip = symmetric_flips(y, c, rate, seed)
     ty = torch.arange(c).repeat_interleave(10)
-    tx = torch.randn(len(ty), 3, side, side, generator=g) * 0.3
-    tx[:, 0] += (ty.float() - 1).view(-1, 1, 1) * 2
+    tx = separable_images(ty, g, side)
     noisy_labels = SimpleNamespace(labels=noisy, nominal_rate=rate, actual_rate=float(flip.mean()), spec=NoiseSpec("symmetric", rate, 0))
     return SimpleNamespace(
         num_classes=c, x_train=x, y_train_noisy=torch.as_tensor(noisy), noisy=noisy_labels, x_test=tx, y_test=ty, validation=None,

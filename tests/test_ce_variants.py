@@ -12,20 +12,15 @@ from torch import nn
 
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, create_baseline
 from ddlnl.baselines.ce_variants import CONVERGED_TRAIN, ValidationSelection
-from tests.test_baselines import PRESET, tiny_data
+from tests.test_baselines import PRESET, separable_images, symmetric_flips, tiny_data
 
 
 def with_validation(data, per_class=8, rate=0.4, seed=1):
     """``tiny_data`` plus a held-out split drawn like its training images, with noisy labels."""
     c, side = data.num_classes, data.x_train.shape[-1]
-    g = torch.Generator().manual_seed(seed)
     y = torch.arange(c).repeat_interleave(per_class)
-    x = torch.randn(len(y), 3, side, side, generator=g) * 0.3
-    x[:, 0] += (y.float() - 1).view(-1, 1, 1) * 2
-    rng = np.random.default_rng(seed)
-    noisy = y.numpy().copy()
-    flip = rng.random(len(y)) < rate
-    noisy[flip] = (noisy[flip] + rng.integers(1, c, flip.sum())) % c
+    x = separable_images(y, torch.Generator().manual_seed(seed), side)
+    noisy, _ = symmetric_flips(y, c, rate, seed)
     data.validation = SimpleNamespace(x=x, y_noisy=torch.as_tensor(noisy), index=np.arange(len(y)))
     return data
 

@@ -70,13 +70,23 @@ class EvalResult:
 
 
 @torch.no_grad()
-def test_predictions(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes of ``net`` on preprocessed images ``x``."""
+def predict_logits(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``net`` (in eval mode, on its own device, in batches) on preprocessed images ``x``, on the CPU."""
     net.eval()
     device = next(net.parameters()).device
-    preds = [net(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, x.shape[0], batch_size)]
+    out = [net(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]
     net.train()
-    return torch.cat(preds)
+    return torch.cat(out)
+
+
+def test_predictions(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes of ``net`` on preprocessed images ``x``."""
+    return predict_logits(net, x, batch_size=batch_size).argmax(dim=1)
+
+
+def accuracy_on(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of ``x`` that ``net`` predicts as ``y`` (clean test labels, or a validation split's noisy ones)."""
+    return float((test_predictions(net, x) == y.cpu()).float().mean())
 
 
 def accuracy_report(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[float, np.ndarray, np.ndarray]:
@@ -111,16 +121,20 @@ def checkpoint_epochs(epochs: int, every: int) -> list[int]:
 
 
 class CheckpointTests(TrainHook):
-    """Plain training that also tests network 0 on (x, y) after each of the 1-based ``epochs`` but the
-    last (whose test is the protocol's own, after training); ``accs`` in epoch order."""
+    """Plain training that also tests network 0 on (x, y) after each of the 1-based ``epochs``, the
+    last one only with ``last`` (the protocol tests it itself, after training); ``accs`` in epoch order."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, epochs: list[int]):
-        self.x, self.y, self.at = x, y.cpu(), set(epochs[:-1])
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, epochs: list[int], *, last: bool = False):
+        self.x, self.y, self.at = x, y.cpu(), set(epochs if last else epochs[:-1])
         self.accs: list[float] = []
 
     def end_epoch(self, epoch: int, run: TrainRun) -> None:
         if epoch + 1 in self.at:
-            self.accs.append(float((test_predictions(run.nets[0], self.x) == self.y).float().mean()))
+            self.accs.append(accuracy_on(run.nets[0], self.x, self.y))
+            self.tested(epoch + 1, run)
+
+    def tested(self, epoch: int, run: TrainRun) -> None:
+        """Called after the test at 1-based ``epoch`` (its accuracy is ``accs[-1]``). Here: nothing."""
 
     def state_dict(self) -> dict:
         return {"accs": list(self.accs)}
@@ -214,7 +228,7 @@ def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor,
         processed += n_images
         acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
         if validation is not None:
-            val_accs.append(float((test_predictions(net, validation.x) == validation.y_noisy).float().mean()))
+            val_accs.append(accuracy_on(net, validation.x, validation.y_noisy))
         accs.append(acc)
         per_class.append(pc)
         confusion += conf

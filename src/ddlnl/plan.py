@@ -30,6 +30,7 @@ from ddlnl.data.registry import resolve_data_root
 from ddlnl.errors import ConfigError
 from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
+from ddlnl.results import format_count
 from ddlnl.spec import ExperimentSpec
 
 # Built-in datasets: (training images per class, classes, image side in pixels) of the official
@@ -339,19 +340,17 @@ class _OptionsContext:
         self.messages.append(msg.removeprefix("[ddlnl] "))
 
 
-def resolved_method_options(spec: ExperimentSpec, num_classes: int | None = None) -> tuple[dict, list[str]]:
-    """The options the run's distiller will use (DATM's ``setting: auto`` applied) and what was logged choosing them."""
-    dist = spec.distiller()
+def _resolve_options(dist, spec: ExperimentSpec, num_classes: int | None):
+    """(options object the run's distiller will use, what was logged choosing them)."""
     ctx = _OptionsContext(spec, num_classes)
     resolve = getattr(dist, "resolved_options", None)
-    o = resolve(ctx, spec.ipc) if resolve is not None else dist.options
-    return (asdict(o) if is_dataclass(o) else dict(o)), ctx.messages
+    return (resolve(ctx, spec.ipc) if resolve is not None else dist.options), ctx.messages
 
 
-def expert_epochs_trained(opts: dict) -> int:
-    """MTT/DATM: ``train_epochs`` when the options have it (null: the matching window), else the window."""
-    te = opts.get("train_epochs")
-    return int(te) if te is not None else int(opts["max_start_epoch"]) + int(opts["expert_epochs"])
+def resolved_method_options(spec: ExperimentSpec, num_classes: int | None = None) -> tuple[dict, list[str]]:
+    """The options the run's distiller will use (DATM's ``setting: auto`` applied) and what was logged choosing them."""
+    o, messages = _resolve_options(spec.distiller(), spec, num_classes)
+    return (asdict(o) if is_dataclass(o) else dict(o)), messages
 
 
 def decode_factor(method: str, opts: dict) -> int:
@@ -385,8 +384,9 @@ def plan(spec: ExperimentSpec) -> Plan:
     ev = spec.resolved.evaluation
     data = training_set(spec)
     N, C, px = data.images, data.classes, data.image_size
-    opts, messages = resolved_method_options(spec, C)
     dist = spec.distiller()
+    resolved, messages = _resolve_options(dist, spec, C)
+    opts = asdict(resolved) if is_dataclass(resolved) else dict(resolved)
     caps = dist.capabilities
     method = spec.method
     stages: list[Stage] = []
@@ -424,7 +424,7 @@ def plan(spec: ExperimentSpec) -> Plan:
     # -- experts (the shared cache: 0 when they are already trained; a dry run does not look)
     net = _net(preset["model"])
     if method in ("mtt", "datm"):
-        epochs = expert_epochs_trained(opts)
+        epochs = dist.expert_config(resolved).epochs  # the length the run trains (train_epochs, else the window)
         recipe = "trajectory-gsam" if opts.get("expert_gsam") else "trajectory-sgd"
         stages.append(Stage("experts", f"experts ({method})", f"{_plural(opts['num_experts'], 'expert')} x {epochs} epochs x {_n(N)} images",
                             _mul(opts["num_experts"], epochs, N), match={"recipe": recipe, "net": net, "px": px},
@@ -547,9 +547,7 @@ def _duration(seconds: float) -> str:
 
 
 def _count(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+    return "unknown" if n is None else format_count(n)
 
 
 def _kv(d: dict) -> str:

@@ -130,7 +130,8 @@ def check_result(result, where: str = "result", fix: str = "pass the result of a
                         "upgrade ddlnl (pip install -U ddlnl) to read it")
 
 
-def _count(n: int) -> str:
+def format_count(n: int) -> str:
+    """``150.0k``, ``2.50M``: a count of images for a table."""
     n = int(n)
     return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
 
@@ -185,7 +186,7 @@ def format_result_table(result: dict) -> str:
         val_cell = (" – |" if v is None else f" {100 * v:.2f} |") if val else ""
         best_cell = f" {_best_checkpoint_cell(r)} |" if best else ""
         lines.append(f"| {row.label} | {format_accuracy(r)} |{val_cell}{best_cell} {r['runs']} | {_network(r.get('model'))} | "
-                     f"{'–' if lr is None else f'{lr:.4g}'} | {c['seconds']:.1f} | {_count(c['images_processed'])} |")
+                     f"{'–' if lr is None else f'{lr:.4g}'} | {c['seconds']:.1f} | {format_count(c['images_processed'])} |")
     t = result["timings_s"]
     lines.append("")
     if best:

@@ -30,8 +30,8 @@ from ddlnl.baselines.base import (
 )
 from ddlnl.baselines.losses import CrossEntropy
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import accuracy_report, checkpoint_epochs, test_predictions
-from ddlnl.train import TrainHook, TrainRun
+from ddlnl.evaluate import CheckpointTests, accuracy_report, checkpoint_epochs, test_predictions
+from ddlnl.train import TrainRun
 
 # ce_converged's default recipe, over baseline.train (ours: the paper code defines no baseline; see docs/baselines.md)
 CONVERGED_TRAIN = {"epochs": 200, "lr": 0.05, "schedule": "cosine"}
@@ -59,34 +59,32 @@ class CEConverged(CrossEntropy):
         return out
 
 
-class ValidationSelection(TrainHook):
+class ValidationSelection(CheckpointTests):
     """Plain training that scores network 0 on the held-out *noisy* labels after each of the 1-based
-    ``epochs`` and keeps a copy of the weights of the best one (the first of equal scores)."""
+    ``epochs`` (the last included) and keeps a copy of the weights of the best one (the first of equal scores)."""
 
     def __init__(self, validation, epochs: list[int]):
-        self.x, self.y = validation.x, validation.y_noisy.cpu()
-        self.epochs, self.at = list(epochs), set(epochs)
-        self.val_accs: list[float] = []
+        super().__init__(validation.x, validation.y_noisy, epochs, last=True)
+        self.epochs = list(epochs)
         self.best_epoch: int | None = None
         self.best_acc = -1.0
         self.best_state: dict | None = None
 
-    def end_epoch(self, epoch: int, run: TrainRun) -> None:
-        if epoch + 1 not in self.at:
-            return
-        acc = float((test_predictions(run.nets[0], self.x) == self.y).float().mean())
-        self.val_accs.append(acc)
-        if acc > self.best_acc:
-            self.best_acc, self.best_epoch = acc, epoch + 1
+    @property
+    def val_accs(self) -> list[float]:
+        return self.accs
+
+    def tested(self, epoch: int, run: TrainRun) -> None:
+        if self.accs[-1] > self.best_acc:
+            self.best_acc, self.best_epoch = self.accs[-1], epoch
             self.best_state = {k: v.detach().clone() for k, v in run.nets[0].state_dict().items()}
 
     def state_dict(self) -> dict:
-        return {"val_accs": list(self.val_accs), "best_epoch": self.best_epoch, "best_acc": self.best_acc,
-                "best_state": self.best_state}
+        return super().state_dict() | {"best_epoch": self.best_epoch, "best_acc": self.best_acc, "best_state": self.best_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.val_accs, self.best_epoch = list(state["val_accs"]), state["best_epoch"]
-        self.best_acc, self.best_state = float(state["best_acc"]), state["best_state"]
+        super().load_state_dict(state)
+        self.best_epoch, self.best_acc, self.best_state = state["best_epoch"], float(state["best_acc"]), state["best_state"]
 
 
 @register_baseline

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ddlnl.evaluate import predict_logits
 from ddlnl.train import TrainConfig, train_network
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
@@ -67,12 +68,9 @@ def low_score_rate(probs: np.ndarray, labels: np.ndarray, quantile: float = DEFA
     return float(np.average(rates, weights=weights)), rates
 
 
-@torch.no_grad()
-def predict_probs(net: torch.nn.Module, x: torch.Tensor, device, batch_size: int = 1000) -> np.ndarray:
-    net.eval()
-    out = torch.cat([torch.softmax(net(x[i : i + batch_size].to(device)), 1).cpu() for i in range(0, len(x), batch_size)])
-    net.train()
-    return out.double().numpy()
+def predict_probs(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Softmax probabilities of ``net`` on ``x`` (float64, for the counting estimators)."""
+    return torch.softmax(predict_logits(net, x), 1).double().numpy()
 
 
 def cross_validated_probs(ctx, cfg: TrainConfig, folds: int, purpose: str) -> tuple[np.ndarray, int]:
@@ -94,7 +92,7 @@ def cross_validated_probs(ctx, cfg: TrainConfig, folds: int, purpose: str) -> tu
         net = ctx.model()
         stats = train_network(net, d.x_train[tr], d.y_train_noisy[tr], cfg, generator=make_generator(seed),
                               progress=ctx.progress, desc=f"{purpose} fold {f + 1}/{folds}")
-        probs[te] = predict_probs(net, d.x_train[te], ctx.device)
+        probs[te] = predict_probs(net, d.x_train[te])
         processed += stats.images_processed + te.size
     return probs, processed
 
@@ -110,7 +108,7 @@ def estimate_noise_rate(ctx, cfg: TrainConfig, *, folds: int = 2, quantile: floa
         net = ctx.model()
         stats = train_network(net, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed),
                               progress=ctx.progress, desc=f"{purpose} network")
-        probs, labels = predict_probs(net, d.validation.x, ctx.device), d.validation.y_noisy.numpy()
+        probs, labels = predict_probs(net, d.validation.x), d.validation.y_noisy.numpy()
         processed, source = stats.images_processed + len(labels), f"validation split ({len(labels)} images)"
     else:
         probs, processed = cross_validated_probs(ctx, cfg, folds, purpose)

@@ -77,16 +77,7 @@ class TrajectoryMatchingBase(Distiller):
 
     capabilities = Capabilities(learned_lr=True)
     label_lr_momentum = 0.9
-    # options added after runs were made: at these defaults they stay out of options_dict(), the
-    # runner's stage key, so those runs keep their keys and resume instead of distilling again
-    KEY_ONLY_IF_SET = {"train_epochs": None, "label_epoch": "final"}
-
-    def options_dict(self) -> dict:
-        d = super().options_dict()
-        for name, default in self.KEY_ONLY_IF_SET.items():
-            if name in d and d[name] == default:
-                del d[name]
-        return d
+    KEY_ONLY_IF_SET = {"train_epochs": None, "label_epoch": "final"}  # added after runs were made
 
     def resolved_options(self, ctx: DistillContext, ipc: int):
         """The options for a run on ``ctx`` at ``ipc``: a new object, ``self.options`` is never changed."""

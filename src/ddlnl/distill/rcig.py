@@ -161,14 +161,10 @@ class RCIG(Distiller):
                 raise ConfigError(f"rcig ema_decay must be in [0, 1), got {self.ema_decay!r}", "use 0.99 (RCIG)")
 
     # ------------------------------------------------------------------------------ options
-    def options_dict(self) -> dict:
-        """The options as configured (``setting: auto`` unresolved: a run's stage key is the same
-        before and after the paper row is applied); ``setting: none`` is left out, so runs made
-        before the option existed keep their keys."""
-        d = super().options_dict()
-        if d.get("setting") == "none":
-            del d["setting"]
-        return d
+    # options_dict() is the options as configured (``setting: auto`` unresolved: a run's stage key is
+    # the same before and after the paper row is applied); ``setting: none`` is left out of it, so
+    # runs made before the option existed keep their keys
+    KEY_ONLY_IF_SET = {"setting": "none"}
 
     def resolved_options(self, ctx: DistillContext, ipc: int) -> "RCIG.Options":
         """The options for this run: as configured, or under ``setting: auto`` a new object with the

@@ -19,6 +19,9 @@ class Configurable:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "component"  # used in messages: "distiller", "baseline"
+    # Options added after runs were made, with their defaults: at those defaults options_dict() (the
+    # runner's stage key) leaves them out, so earlier runs keep their keys and resume instead of recomputing.
+    KEY_ONLY_IF_SET: ClassVar[dict] = {}
 
     @dataclass(frozen=True)
     class Options:
@@ -45,7 +48,11 @@ class Configurable:
         self.options = self.Options(**options)
 
     def options_dict(self) -> dict:
-        return asdict(self.options)
+        d = asdict(self.options)
+        for name, default in self.KEY_ONLY_IF_SET.items():
+            if name in d and d[name] == default:
+                del d[name]
+        return d
 
 
 def _check_type(what: str, value, default) -> None:
