@@ -271,3 +271,23 @@ def test_expert_killed_mid_training_resumes_to_the_same_trajectory(tmp_path, gsa
     resumed = train_expert(images, labels, MODEL, 3, cfg, seed=5, partial=partial, partial_every_s=1e9, log=logs.append)
     assert any("after epoch 2/4" in m for m in logs)
     assert torch.equal(resumed, whole)
+
+
+def test_empty_compiled_kernels_left_by_a_killed_compile_are_removed(tmp_path, monkeypatch):
+    """A run killed while Inductor's compiler writes a kernel leaves an empty .so that would make every
+    resumed run fail ('file too short'); stale empty ones go, fresh (in progress) and intact ones stay."""
+    from ddlnl.utils.runtime import remove_broken_compiled_kernels
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (tmp_path / "4w").mkdir()
+    stale, fresh, intact = tmp_path / "4w" / "a.main.so", tmp_path / "4w" / "b.main.so", tmp_path / "4w" / "c.main.so"
+    stale.touch()
+    fresh.touch()
+    intact.write_bytes(b"\x7fELF" + bytes(100))
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(intact, (old, old))
+    logged = []
+    assert remove_broken_compiled_kernels(log=logged.append) == [stale]
+    assert not stale.exists() and fresh.exists() and intact.exists()
+    assert "1 empty compiled kernel" in logged[0]

@@ -35,7 +35,7 @@ from ddlnl.spec import ExperimentSpec
 from ddlnl.stages import RunFolder, stage_key
 from ddlnl.synset import SyntheticSet
 from ddlnl.utils.io import write_json
-from ddlnl.utils.runtime import machine, resolve_device, seed_everything, versions
+from ddlnl.utils.runtime import machine, remove_broken_compiled_kernels, resolve_device, seed_everything, versions
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
 STAGES = ("noise", "baselines", "random", "distill", "evaluate", "controls")
@@ -87,6 +87,7 @@ def run_experiment(spec: ExperimentSpec | RunConfig, out: str | Path | None = No
     if spec.method == "random":
         raise ConfigError("'random' is the control shown beside every method", "choose a distillation method such as --method dm")
     folder = RunFolder(out)
+    remove_broken_compiled_kernels(log=log)  # an interrupted sitting may have left one; this run would fail on it
 
     def busy():
         raise ConfigError(f"another ddlnl run is using the run folder {folder.path}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import random
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,3 +75,32 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
+
+
+def remove_broken_compiled_kernels(min_age_s: float = 600.0, log=print) -> list[Path]:
+    """Delete empty compiled kernels from torch.compile's (Inductor's) cache; returns their paths.
+
+    Inductor caches each compiled kernel as a shared library. A process killed while the C++
+    compiler writes one (a study cell stopped at the end of a sitting) leaves an empty ``.so``
+    behind, and every later compile of that kernel loads it and fails ("file too short"), so a
+    resumed run would fail where it should continue. Only files at least ``min_age_s`` old go:
+    a compile still in progress is younger."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # pragma: no cover - a torch without Inductor has no such cache
+        return []
+    root = Path(cache_dir())
+    if not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for path in root.rglob("*.so"):
+        try:
+            st = path.stat()
+        except OSError:  # removed meanwhile by another process
+            continue
+        if st.st_size == 0 and now - st.st_mtime >= min_age_s:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log(f"[ddlnl] removed {len(removed)} empty compiled kernel(s) left in {root} by an interrupted compile")
+    return removed
