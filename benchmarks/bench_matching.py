@@ -11,7 +11,9 @@ the reported peak RSS (ru_maxrss) belongs to that configuration alone.
     .venv/bin/python benchmarks/bench_matching.py --ipc 10 --steps 20 --modes exact exact-compiled
 
 ``exact-compiled`` / ``tesla-compiled`` run the steps through matching.CompiledSteps (option
-``compile: true``); the "first iter" column includes tracing and compiling the graphs.
+``compile: true``), ``exact-graphs`` / ``tesla-graphs`` the same with ``compile_mode:
+reduce-overhead`` (CUDA graphs on a GPU); the "first iter" column includes tracing and
+compiling the graphs. ``--device cuda`` times on a GPU (peak memory is then the GPU's).
 
 batch_syn defaults to the whole set (10 x IPC, as DATM at IPC 1/10/50); --batch-syn caps it.
 """
@@ -35,32 +37,41 @@ def worker(args) -> dict:
     from ddlnl.evaluate import build_model
     from ddlnl.models.functional import flatten_params
 
+    device = torch.device(args.device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.manual_seed(0)
-    net = build_model({"name": "convnet", "width": args.width, "depth": 3, "norm": "instance"}, 10, 32)
+    net = build_model({"name": "convnet", "width": args.width, "depth": 3, "norm": "instance"}, 10, 32).to(device)
     net.requires_grad_(False)
     start = flatten_params(net)
     target = start + 0.01 * torch.randn_like(start)
     n = 10 * args.ipc
     bsyn = min(args.batch_syn or n, n)
-    images = torch.randn(n, 3, 32, 32)
-    labels = torch.randn(n, 10) if args.soft else torch.arange(10).repeat_interleave(args.ipc)
-    lr = torch.tensor(0.01)
+    images = torch.randn(n, 3, 32, 32, device=device)
+    labels = (torch.randn(n, 10) if args.soft else torch.arange(10).repeat_interleave(args.ipc)).to(device)
+    lr = torch.tensor(0.01, device=device)
     g = torch.Generator().manual_seed(0)
-    mode, compiled = args.mode.removesuffix("-compiled"), args.mode.endswith("-compiled")
-    steps = CompiledSteps(net) if compiled else None
+    mode, _, how = args.mode.partition("-")
+    steps = CompiledSteps(net, "reduce-overhead" if how == "graphs" else "default") if how else None
     times, first = [], None
     for it in range(args.warmup + args.repeats):
         plan = make_plan(n, args.steps, bsyn, generator=g, dsa_strategy="color_crop_cutout_flip_scale_rotate", image_size=32)
+        sync()
         t0 = time.perf_counter()
         r = match_trajectory(net, start, target, images, labels, lr, plan, mode=mode, steps=steps)
         with torch.no_grad():
             images -= 100.0 * r.grad_images
             lr = lr - 1e-5 * r.grad_lr
+        sync()
         dt = time.perf_counter() - t0
         first = dt if first is None else first
         if it >= args.warmup:
             times.append(dt)
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss_gib = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     # Contention yardstick: one plain training step (forward + backward) on the same batch,
     # timed right after, so "syn-step / train-step" is comparable across loaded and idle hosts.
     from ddlnl.train import label_loss
@@ -68,8 +79,10 @@ def worker(args) -> dict:
     net.requires_grad_(True)
     ref = []
     for _ in range(3):
+        sync()
         t0 = time.perf_counter()
         label_loss(net(images[:bsyn]), labels[:bsyn]).backward()
+        sync()
         ref.append(time.perf_counter() - t0)
     return {"ipc": args.ipc, "batch_syn": bsyn, "steps": args.steps, "mode": args.mode, "width": args.width,
             "s_per_iter": statistics.median(times), "ms_per_step": 1000 * statistics.median(times) / args.steps,
@@ -81,7 +94,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     p.add_argument("--steps", type=int, nargs="+", default=[20, 40, 80])
-    p.add_argument("--modes", nargs="+", default=["exact", "naive", "tesla"], choices=["exact", "naive", "tesla", "exact-compiled", "tesla-compiled"])
+    p.add_argument("--modes", nargs="+", default=["exact", "naive", "tesla"], choices=["exact", "naive", "tesla", "exact-compiled", "tesla-compiled", "exact-graphs", "tesla-graphs"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--batch-syn", type=int, default=None)
     p.add_argument("--soft", action="store_true", help="soft (learned) labels, as DATM")
@@ -96,14 +110,15 @@ def main() -> int:
         args.ipc, args.steps = args.ipc[0], args.steps[0]
         print(json.dumps(worker(args)))
         return 0
-    print("| IPC | batch_syn | syn_steps | mode | width | s / iter | ms / syn-step | syn-step / train-step | peak RSS (GiB) | first iter (s) |")
+    print(f"device {args.device}")
+    print("| IPC | batch_syn | syn_steps | mode | width | s / iter | ms / syn-step | syn-step / train-step | peak memory (GiB) | first iter (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for ipc in args.ipc:
         for steps in args.steps:
             for mode in args.modes:
                 cmd = [sys.executable, __file__, "--worker", "--ipc", str(ipc), "--steps", str(steps), "--mode", mode,
                        "--width", str(args.width), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-                       "--threads", str(args.threads)] + (["--batch-syn", str(args.batch_syn)] if args.batch_syn else []) \
+                       "--threads", str(args.threads), "--device", args.device] + (["--batch-syn", str(args.batch_syn)] if args.batch_syn else []) \
                     + (["--soft"] if args.soft else [])
                 try:
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)

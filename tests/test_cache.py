@@ -103,23 +103,23 @@ def test_interrupted_expert_training_keeps_finished_experts(tmp_path, monkeypatc
     from ddlnl import experts
 
     cfg = ExpertConfig(num_experts=3, epochs=2, batch_size=16)
-    real = experts.train_expert
+    real = experts.train_experts
     calls = []
 
-    def dies_on_second(*a, **kw):
-        calls.append(kw["seed"])
+    def dies_on_second(*a, **kw):  # on a CPU experts train one at a time (batch_networks: auto)
+        calls.extend(a[5])
         if len(calls) == 2:
             raise KeyboardInterrupt  # the user's Ctrl-C (or a SLURM preemption) mid-expert
         return real(*a, **kw)
 
-    monkeypatch.setattr(experts, "train_expert", dies_on_second)
+    monkeypatch.setattr(experts, "train_experts", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         load_or_train_experts(toy_context(tmp_path), cfg)
     folder = expert_folder(toy_context(tmp_path), cfg)
     assert verify_sidecar(folder / "expert_0.safetensors") is None  # saved as soon as it was done
     assert not (folder / "expert_1.safetensors").exists()
     assert not [p for p in folder.iterdir() if p.suffix == ".tmp"]  # no half-written file left behind
-    monkeypatch.setattr(experts, "train_expert", real)
+    monkeypatch.setattr(experts, "train_experts", real)
     logs = []
     trajs = load_or_train_experts(toy_context(tmp_path, logs), cfg)
     assert len(trajs) == 3 and any("1 loaded, 2 trained" in m for m in logs), logs

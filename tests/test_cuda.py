@@ -23,3 +23,14 @@ def test_every_method_and_baseline_runs_on_cuda(tmp_path):
                        capture_output=True, text=True, env=env, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("ok ") == 9, r.stdout
+
+
+def test_batched_gpu_script_runs_dry_on_the_cpu():
+    """benchmarks/gpu/batched.sh --dry: the GPU script's two benchmarks at tiny sizes on the CPU, so a
+    lent GPU's few minutes are not spent finding a broken script."""
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    r = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/batched.sh"), "--dry"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "| 256 | 2 |" in r.stdout and "| 1 | 10 | 2 | exact | 8 |" in r.stdout, r.stdout
+    assert r.stdout.count("GPU utilisation: n/a") == 2

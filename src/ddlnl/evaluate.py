@@ -23,7 +23,7 @@ from torch import nn
 
 from ddlnl.errors import ConfigError
 from ddlnl.models import create_model, model_spec
-from ddlnl.train import TrainConfig, TrainHook, TrainRun, train_network
+from ddlnl.train import TrainConfig, TrainHook, TrainRun, Training, train_networks
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 from ddlnl.utils.seeds import stream_seed
@@ -167,17 +167,19 @@ def evaluate_set(
     tested = None if every is None else checkpoint_epochs(train.epochs, every)
     curves: list[list[float]] = []
 
-    def train_one(r: int, run_seed: int):
-        torch.manual_seed(run_seed)
-        net = build_model(model, num_classes, images.shape[-1]).to(device)
-        hook = None if tested is None else CheckpointTests(test_images, test_labels, tested)
-        stats = train_network(net, images, labels, train, generator=make_generator(run_seed), progress=progress,
-                              desc=f"{desc} {r + 1}/{runs}", hook=hook)
-        if hook is not None:
-            curves.append(hook.accs)
-        return net, stats.images_processed
+    def train_runs(run_seeds: list[int]):
+        """Every run's fresh network, trained side by side where the recipe's batch_networks allows."""
+        trainings, hooks = [], []
+        for run_seed in run_seeds:
+            torch.manual_seed(run_seed)
+            net = build_model(model, num_classes, images.shape[-1]).to(device)
+            hooks.append(None if tested is None else CheckpointTests(test_images, test_labels, tested))
+            trainings.append(Training(net, images, labels, make_generator(run_seed), hooks[-1]))
+        stats = train_networks(trainings, train, progress=progress, desc=f"{desc} ({len(run_seeds)} runs)")
+        curves.extend(h.accs for h in hooks if h is not None)
+        return [(t.net, st.images_processed) for t, st in zip(trainings, stats, strict=True)]
 
-    result = evaluate_runs(train_one, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
+    result = evaluate_runs(train_runs, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
                            num_classes=num_classes, train=train, model=model, validation=validation)
     if tested is not None:  # the last checkpoint is the final epoch: the protocol's own test of the run
         result.checkpoint_epochs = tested
@@ -210,10 +212,11 @@ def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, t
                         progress=progress, desc=desc, validation=validation, checkpoint_every=ev.get("checkpoint_every"))
 
 
-def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
+def evaluate_runs(train_runs, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,
                   num_classes: int, train: TrainConfig, model: dict, purpose: str = "evaluation",
                   validation=None) -> EvalResult:
-    """The protocol's loop: ``train_one(r, run_seed) -> (net, images_processed)`` per run, each net tested.
+    """The protocol: ``train_runs(run_seeds) -> [(net, images_processed), ...]`` trains one network per
+    run (side by side, or one after another), and each is tested.
 
     Run r's seed is ``stream_seed(seed, purpose, r)``: evaluation networks (and baselines, whose
     purpose is ``baseline``) draw from their own stream, never an expert's or a distiller's.
@@ -223,8 +226,7 @@ def evaluate_runs(train_one, *, runs: int, seed: int, test_images: torch.Tensor,
     accs, per_class, confusion, processed = [], [], np.zeros((num_classes, num_classes), dtype=np.int64), 0
     val_accs = None if validation is None else []
     run_seeds = [stream_seed(seed, purpose, r) for r in range(runs)]
-    for r in range(runs):
-        net, n_images = train_one(r, run_seeds[r])
+    for net, n_images in train_runs(run_seeds):
         processed += n_images
         acc, pc, conf = accuracy_report(test_predictions(net, test_images), test_labels, num_classes)
         if validation is not None:

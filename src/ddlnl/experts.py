@@ -10,10 +10,8 @@ the last epoch are kept, in that order (:meth:`ExpertConfig.stored_epochs`,
 :meth:`ExpertConfig.row`), so a 100-epoch cache costs what matching and labelling use.
 With ``gsam: true`` each step is DATM's flat-trajectory (FTD) GSAM step instead of plain SGD.
 
-Training goes through :func:`ddlnl.train.train_network`. The GSAM variant needs two
-gradients per step, which the common trainer does not take, so it runs in
-:func:`_train_gsam`, a short loop over the trainer's own batch, augmentation, lr and loss
-helpers with :func:`gsam_step` as its update.
+Training goes through :func:`ddlnl.train.train_networks` (GSAM as the trainer's ``sam: gsam``
+update), ``batch_networks`` experts side by side.
 
 Cache: ``<cache>/experts/<key>/expert_<k>.safetensors`` (+ ``.sha256`` sidecar, ``.lock``), where ``key`` hashes everything
 that determines a trajectory (dataset, the training images, the noisy labels' digest, the
@@ -24,9 +22,9 @@ number of experts is not in the key: asking for more experts trains only the mis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from ddlnl.data.noise import labels_digest
 from ddlnl.errors import ConfigError, DataError
 from ddlnl.evaluate import build_model
 from ddlnl.models.functional import flatten_params
-from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, restore_training_state, train_network, training_state
+from ddlnl.train import TrainConfig, Training, networks_at_once, train_networks
 from ddlnl.utils.io import atomic_path, write_json
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
@@ -71,7 +69,8 @@ class ExpertConfig:
     gsam: bool = False  # DATM's flat-trajectory (FTD) buffers: GSAM rho 0.01, alpha 0.3, adaptive
     rho: float = 0.01
     alpha: float = 0.3
-    compile: bool = False  # speed only (plain SGD path): torch.compile full batches
+    compile: bool = False  # speed only: torch.compile full batches
+    batch_networks: int | str = "auto"  # speed only: experts trained side by side (train.TrainConfig)
     # DANCE's recipe (train.TrainConfig's fields of the same names); the defaults are MTT's.
     schedule: str = "constant"
     milestones: tuple = ()
@@ -98,21 +97,21 @@ class ExpertConfig:
             self.keep_until, self.keep_also = None, ()
         else:
             self.keep_also = tuple(sorted({int(e) for e in self.keep_also} - set(range(self.keep_until + 1)) - {self.epochs}))
-        if self.gsam and self.cutmix_prob > 0:
-            raise ConfigError("GSAM experts do not support CutMix", "set cutmix_prob: 0 or gsam: false")
         self.train_config()  # range checks of the training recipe
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule=self.schedule, augment="dsa",
                            milestones=self.milestones or (0.5, 0.75), gamma=self.gamma, cutmix_prob=self.cutmix_prob,
-                           dsa_strategy=self.dsa_strategy, compile=self.compile)
+                           dsa_strategy=self.dsa_strategy, compile=self.compile, sam="gsam" if self.gsam else "none",
+                           gsam_rho=self.rho, gsam_alpha=self.alpha, batch_networks=self.batch_networks)
 
     def recipe(self) -> dict:
         """The hyper-parameters that determine a trajectory (not num_experts, not compile)."""
         hp = asdict(self)
         hp.pop("num_experts")
         hp.pop("compile")  # speed only
+        hp.pop("batch_networks")  # speed only
         hp.pop("keep_until")  # what is stored, not how it trains (expert_key adds it)
         hp.pop("keep_also")
         hp["milestones"] = list(self.milestones)
@@ -172,98 +171,62 @@ def key_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-# --------------------------------------------------------------------------- GSAM step
-
-
-def gsam_step(net, params: list[torch.Tensor], loss_fn, opt: torch.optim.Optimizer, rho: float, alpha: float) -> torch.Tensor:
-    """One GSAM (surrogate-gap SAM, adaptive) update, as DATM's FTD buffers use it.
-
-    g = dL(w); e = rho * w^2 * g / (|| |w| g || + 1e-12); g' = dL(w + e);
-    g' <- g' - alpha * (g - cos(g, g') ||g|| g' / ||g'||); w <- w - lr * g' (via ``opt``).
-    """
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params)
-    with torch.no_grad():
-        norm = torch.sqrt(sum(((p.abs() * g) ** 2).sum() for p, g in zip(params, grads)))
-        scale = rho / (norm + 1e-12)
-        eps = [p * p * g * scale for p, g in zip(params, grads)]
-        for p, e in zip(params, eps):
-            p.add_(e)
-    grads2 = torch.autograd.grad(loss_fn(), params)
-    with torch.no_grad():
-        for p, e in zip(params, eps):
-            p.sub_(e)
-        inner = sum((g * h).sum() for g, h in zip(grads, grads2))
-        n1 = torch.sqrt(sum((g * g).sum() for g in grads))
-        n2 = torch.sqrt(sum((h * h).sum() for h in grads2))
-        cos = inner / (n1 * n2 + 1e-12)
-        for p, g, h in zip(params, grads, grads2):
-            p.grad = h - alpha * (g - cos * n1 * h / (n2 + 1e-12))
-    opt.step()
-    return loss.detach()
-
-
-def _train_gsam(net, images, labels, cfg: ExpertConfig, generator, epoch_callback, resume: dict | None = None) -> None:
-    """The trainer's epoch loop with :func:`gsam_step` as the update (same batches, DSA, lr, loss)."""
-    tc = cfg.train_config()
-    params = [p for p in net.parameters()]
-    opt = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    first = restore_training_state(resume, net, opt, generator)
-    n = images.shape[0]
-    net.train()
-    for epoch in range(first, tc.epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(tc, epoch)
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n, tc.batch_size):
-            idx = order[i : i + tc.batch_size]
-            x = augment_batch(images[idx], tc, generator)
-            y = labels[idx]
-            loss = gsam_step(net, params, lambda x=x, y=y: label_loss(net(x), y), opt, cfg.rho, cfg.alpha)
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"expert loss became {float(loss)} at epoch {epoch}")
-        epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator))
-
-
 # --------------------------------------------------------------------------- training and cache
+
+
+def train_experts(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
+                  seeds: list[int], *, device="cpu", progress: bool = False, partials: list[Path | None] | None = None,
+                  partial_every_s: float = 60.0, log=print, on_done: Callable[[int, torch.Tensor], None] | None = None,
+                  ) -> list[torch.Tensor]:
+    """One trajectory per seed, trained side by side (``cfg.batch_networks`` at once): float32
+    (epochs + 1, P), row 0 the initialisation, row e after epoch e (with ``cfg.keep_until``: only
+    the rows of ``cfg.stored_epochs()``). Expert i starts from ``seeds[i]``'s weights and draws its
+    batches from its own generator, so it is the same trajectory however many train at once.
+
+    With ``partials[i]``, expert i's progress (the trajectory so far and the training state) is
+    saved there atomically at most every ``partial_every_s`` seconds, and a later call with the
+    same file continues from it — exactly, on CPU — instead of starting over. ``on_done(i, traj)``
+    is called as soon as expert i has trained its last epoch (e.g. to cache it)."""
+    partials = partials if partials is not None else [None] * len(seeds)
+    keep = set(cfg.stored_epochs())
+    trajs: list[torch.Tensor | None] = [None] * len(seeds)
+    trainings = []
+    for i, (seed, partial) in enumerate(zip(seeds, partials, strict=True)):
+        torch.manual_seed(seed)
+        net = build_model(model, num_classes, images.shape[-1]).to(device)
+        snaps = [flatten_params(net).detach().clone().cpu()]
+        resume = _load_partial(partial, log)
+        if resume is not None:
+            snaps = list(resume.pop("trajectory"))
+            log(f"[ddlnl] resuming expert training from {partial} after epoch {resume['epoch'] + 1}/{cfg.epochs}")
+        last_save = [time.monotonic()]
+
+        def snapshot(epoch, net_, state, i=i, snaps=snaps, partial=partial, last_save=last_save):
+            # flatten_params concatenates (a new tensor); clone anyway: on CPU .cpu() shares storage.
+            if epoch + 1 in keep:
+                snaps.append(flatten_params(net_).detach().clone().cpu())
+            if epoch + 1 == cfg.epochs:
+                trajs[i] = torch.stack(snaps).float()
+                snaps.clear()
+                if on_done is not None:
+                    on_done(i, trajs[i])
+            elif partial is not None and time.monotonic() - last_save[0] >= partial_every_s:
+                with atomic_path(partial) as tmp:
+                    torch.save(state() | {"trajectory": torch.stack(snaps)}, tmp)
+                last_save[0] = time.monotonic()
+
+        trainings.append(Training(net, images, labels, make_generator(seed), epoch_callback=snapshot, resume=resume))
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} experts"
+    train_networks(trainings, cfg.train_config(), progress=progress, desc=f"expert {which}")
+    return trajs
 
 
 def train_expert(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
                  seed: int, device="cpu", progress: bool = False, partial: Path | None = None,
                  partial_every_s: float = 60.0, log=print) -> torch.Tensor:
-    """One trajectory: float32 (epochs + 1, P), row 0 the initialisation, row e after epoch e
-    (with ``cfg.keep_until``: only the rows of ``cfg.stored_epochs()``).
-
-    With ``partial``, the expert's progress (the trajectory so far and the training state) is
-    saved there atomically at most every ``partial_every_s`` seconds, and a later call with the
-    same file continues from it — exactly, on CPU — instead of starting over.
-    """
-    torch.manual_seed(seed)
-    net = build_model(model, num_classes, images.shape[-1]).to(device)
-    snaps = [flatten_params(net).detach().clone().cpu()]
-    g = make_generator(seed)
-    resume = _load_partial(partial, log)
-    if resume is not None:
-        snaps = list(resume.pop("trajectory"))
-        log(f"[ddlnl] resuming expert training from {partial} after epoch {resume['epoch'] + 1}/{cfg.epochs}")
-    last_save = [time.monotonic()]
-    keep = set(cfg.stored_epochs())
-
-    def snapshot(epoch, net_, state):
-        # flatten_params concatenates (a new tensor); clone anyway: on CPU .cpu() shares storage.
-        if epoch + 1 in keep:
-            snaps.append(flatten_params(net_).detach().clone().cpu())
-        if partial is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_save[0] >= partial_every_s:
-            with atomic_path(partial) as tmp:
-                torch.save(state() | {"trajectory": torch.stack(snaps)}, tmp)
-            last_save[0] = time.monotonic()
-
-    if cfg.gsam:
-        _train_gsam(net, images.to(device), labels.to(device), cfg, g, snapshot, resume=resume)
-    else:
-        train_network(net, images, labels, cfg.train_config(), generator=g, progress=progress, desc=f"expert seed {seed}",
-                      epoch_callback=snapshot, resume=resume)
-    return torch.stack(snaps).float()
+    """One trajectory (:func:`train_experts` with one seed)."""
+    return train_experts(images, labels, model, num_classes, cfg, [seed], device=device, progress=progress,
+                         partials=[partial], partial_every_s=partial_every_s, log=log)[0]
 
 
 def _load_partial(path: Path | None, log) -> dict | None:
@@ -368,33 +331,50 @@ def load_or_train_experts(ctx: ExpertSource, cfg: ExpertConfig) -> list[torch.Te
     key = expert_key(ctx.dataset, ctx.images, ctx.labels, ctx.model, ctx.preprocess.meta(), cfg, ctx.seed)
     folder = cache_root(ctx.cache_dir) / "experts" / key_hash(key)
     labels = torch.as_tensor(ctx.labels, dtype=torch.long)
-    trajs, trained = [], 0
     stored = cfg.stored_epochs()
-    for k in range(cfg.num_experts):
-        path = expert_file(folder, k)
-        traj = load_cached_expert(path, cfg.epochs, log=ctx.log, rows=len(stored))  # fast path: no lock for an intact entry
-        if traj is None:
-            lock = path.with_name(path.name + ".lock")
-            with file_lock(lock, on_wait=lambda k=k, lock=lock: ctx.log(
-                    f"[ddlnl] expert {k + 1}/{cfg.num_experts} is being trained by another run; waiting for it ({lock})")):
-                traj = load_cached_expert(path, cfg.epochs, adopt_unhashed=True, log=ctx.log, rows=len(stored))  # written meanwhile?
-                if traj is None:
-                    t0 = time.perf_counter()
-                    partial = path.with_name(path.name + ".partial.pt")
-                    traj = train_expert(ctx.images, labels, ctx.model, ctx.num_classes, cfg, seed=stream_seed(ctx.seed, "expert", k),
-                                        device=ctx.device, progress=ctx.progress, partial=partial,
-                                        partial_every_s=ctx.checkpoint_every_s, log=ctx.log)
-                    save_expert(path, traj, None if cfg.keep_until is None else stored)
-                    partial.unlink(missing_ok=True)
-                    if k == 0 or not (folder / "key.json").exists():
-                        write_json(folder / "key.json", key)
-                    trained += 1
-                    # forward passes over real images (GSAM: two per batch)
-                    ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1)
-                    kept = "" if cfg.keep_until is None else f", {len(stored)} of them kept"
-                    ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
-                            f"({cfg.epochs} epochs{kept}, {time.perf_counter() - t0:.1f}s)")
-        trajs.append(traj)
+    trajs: list[torch.Tensor | None] = [load_cached_expert(expert_file(folder, k), cfg.epochs, log=ctx.log, rows=len(stored))
+                                        for k in range(cfg.num_experts)]  # fast path: no lock for an intact entry
+    missing = [k for k, t in enumerate(trajs) if t is None]
+    at_once = 1
+    if len(missing) > 1:
+        with torch.random.fork_rng(devices=[]):  # a probe network for sizing; the run's random state stays as it was
+            probe = build_model(ctx.model, ctx.num_classes, ctx.images.shape[-1]).to(ctx.device)
+        at_once = networks_at_once(cfg.train_config(), probe, ctx.images.shape[1:], len(missing))
+    trained = 0
+    for j in range(0, len(missing), at_once):
+        group = missing[j : j + at_once]
+        with contextlib.ExitStack() as locks:
+            for k in group:
+                lock = expert_file(folder, k).with_name(f"expert_{k}.safetensors.lock")
+                locks.enter_context(file_lock(lock, on_wait=lambda k=k, lock=lock: ctx.log(
+                    f"[ddlnl] expert {k + 1}/{cfg.num_experts} is being trained by another run; waiting for it ({lock})")))
+            for k in group:  # written meanwhile by a run that held the lock?
+                trajs[k] = load_cached_expert(expert_file(folder, k), cfg.epochs, adopt_unhashed=True, log=ctx.log, rows=len(stored))
+            todo = [k for k in group if trajs[k] is None]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            partials = [expert_file(folder, k).with_name(f"expert_{k}.safetensors.partial.pt") for k in todo]
+
+            def done(i: int, traj: torch.Tensor, todo=todo, partials=partials, t0=t0) -> None:
+                k = todo[i]
+                save_expert(expert_file(folder, k), traj, None if cfg.keep_until is None else stored)
+                partials[i].unlink(missing_ok=True)
+                if not (folder / "key.json").exists():
+                    write_json(folder / "key.json", key)
+                kept = "" if cfg.keep_until is None else f", {len(stored)} of them kept"
+                side = "" if len(todo) == 1 else f", {len(todo)} side by side"
+                ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
+                        f"({cfg.epochs} epochs{kept}{side}, {time.perf_counter() - t0:.1f}s)")
+
+            new = train_experts(ctx.images, labels, ctx.model, ctx.num_classes, cfg, [stream_seed(ctx.seed, "expert", k) for k in todo],
+                                device=ctx.device, progress=ctx.progress, partials=partials,
+                                partial_every_s=ctx.checkpoint_every_s, log=ctx.log, on_done=done)
+            for k, traj in zip(todo, new, strict=True):
+                trajs[k] = traj
+            trained += len(todo)
+            # forward passes over real images (GSAM: two per batch)
+            ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1) * len(todo)
     status = "hit" if trained == 0 else ("miss" if trained == cfg.num_experts else "partial hit")
     ctx.log(f"[ddlnl] expert cache {status}: {cfg.num_experts - trained} loaded, {trained} trained ({folder})")
     shapes = {tuple(t.shape) for t in trajs}

@@ -25,6 +25,7 @@ SCHEDULES = ("cosine", "step", "multistep", "constant")
 AUGMENTS = ("dsa", "crop_flip", "none")
 LOSSES = ("ce", "gce", "sce", "mse")
 OPTIMIZERS = ("sgd", "adam")
+SAMS = ("none", "gsam")
 # One compile of a batch shape costs about 10 s here, the time of roughly 10,000 eager training
 # images of the quick ConvNet; a shape is worth compiling when twice that many go through it.
 COMPILE_MIN_IMAGES = 20_000
@@ -71,6 +72,15 @@ class TrainConfig:
     sce_alpha: float = 0.1
     sce_beta: float = 1.0
     sce_A: float = -4.0
+    # Sharpness-aware update: "gsam" is DATM's flat-trajectory (FTD) expert step (GSAM: rho 0.01,
+    # alpha 0.3, adaptive), two gradients per batch; "none": the optimiser's plain step.
+    sam: str = "none"
+    gsam_rho: float = 0.01
+    gsam_alpha: float = 0.3
+    # Speed only: how many independent trainings of this recipe run side by side as one stacked
+    # network (ddlnl.models.stacked). "auto": one at a time on a CPU, where stacking measured slower
+    # (docs/benchmarks.md#many-networks-at-once), and as many as half the free memory holds on a GPU.
+    batch_networks: int | str = "auto"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -81,6 +91,13 @@ class TrainConfig:
         check_choice("augmentation", self.augment, AUGMENTS)
         check_choice("loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("sam", self.sam, SAMS)
+        if self.batch_networks != "auto" and (not isinstance(self.batch_networks, int) or isinstance(self.batch_networks, bool)
+                                              or self.batch_networks < 1):
+            raise ConfigError(f"batch_networks must be 'auto' or a positive integer, got {self.batch_networks!r}",
+                              "set batch_networks: auto (sized from memory), or 1 (one network at a time)")
+        if self.sam == "gsam" and self.cutmix_prob > 0:
+            raise ConfigError("GSAM training does not support CutMix", "set cutmix_prob: 0 or sam: none")
         self.milestones = tuple(self.milestones)
         if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones must be fractions of the epochs in (0, 1), got {list(self.milestones)!r}",
@@ -206,17 +223,29 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def batch_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """The loss of one (already augmented) batch, with CutMix when ``cfg.cutmix_prob`` > 0."""
+def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> tuple[torch.Tensor, tuple]:
+    """CutMix's draw for one (already augmented) batch when ``cfg.cutmix_prob`` > 0: the images to
+    forward and the targets ``(y_a, y_b, lam)`` for :func:`mixed_loss`; without CutMix ``(x, (y, y, 1.0))``."""
     if cfg.cutmix_prob > 0:
         from ddlnl.augment import cutmix
 
         x, y_a, y_b, lam = cutmix(x, y, generator=generator, p=cfg.cutmix_prob)
-        out = model(x)
-        if lam < 1.0:
-            return lam * label_loss(out, y_a, cfg) + (1.0 - lam) * label_loss(out, y_b, cfg)
-        return label_loss(out, y_a, cfg)
-    return label_loss(model(x), y, cfg)
+        return x, (y_a, y_b, lam)
+    return x, (y, y, 1.0)
+
+
+def mixed_loss(out: torch.Tensor, targets: tuple, cfg: TrainConfig) -> torch.Tensor:
+    """``lam * L(y_a) + (1 - lam) * L(y_b)`` for the targets of :func:`mix_batch` (L alone when lam is 1)."""
+    y_a, y_b, lam = targets
+    if lam < 1.0:
+        return lam * label_loss(out, y_a, cfg) + (1.0 - lam) * label_loss(out, y_b, cfg)
+    return label_loss(out, y_a, cfg)
+
+
+def batch_loss(model, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """The loss of one (already augmented) batch, with CutMix when ``cfg.cutmix_prob`` > 0."""
+    x, targets = mix_batch(x, y, cfg, generator)
+    return mixed_loss(model(x), targets, cfg)
 
 
 def augment_batch(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -227,6 +256,43 @@ def augment_batch(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator 
     if cfg.augment == "crop_flip":
         return augment.crop_flip(x, generator=generator)
     return x
+
+
+def gsam_step(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, rho: float,
+              alpha: float, *, stacked: bool = False) -> torch.Tensor:
+    """One GSAM (surrogate-gap SAM, adaptive) update, as DATM's FTD buffers use it; returns the first loss.
+
+    g = dL(w); e = rho * w^2 * g / (|| |w| g || + 1e-12); g' = dL(w + e);
+    g' <- g' - alpha * (g - cos(g, g') ||g|| g' / ||g'||); w <- w - lr * g' (via ``opt``).
+    With ``stacked`` the parameters carry K networks along their first dimension
+    (:class:`ddlnl.models.stacked.StackedNetworks`) and every norm and cosine is per network.
+    """
+    def total(terms):  # one sum per network: a scalar, or (K,) over the stack
+        return sum(t.flatten(1).sum(1) if stacked else t.sum() for t in terms)
+
+    def per(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:  # a per-network value, broadcast to p
+        return v.view(-1, *([1] * (p.dim() - 1))) if stacked else v
+
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        norm = torch.sqrt(total((p.abs() * g) ** 2 for p, g in zip(params, grads)))
+        scale = rho / (norm + 1e-12)
+        eps = [p * p * g * per(scale, p) for p, g in zip(params, grads)]
+        for p, e in zip(params, eps):
+            p.add_(e)
+    grads2 = torch.autograd.grad(loss_fn(), params)
+    with torch.no_grad():
+        for p, e in zip(params, eps):
+            p.sub_(e)
+        inner = total(g * h for g, h in zip(grads, grads2))
+        n1 = torch.sqrt(total(g * g for g in grads))
+        n2 = torch.sqrt(total(h * h for h in grads2))
+        cos = inner / (n1 * n2 + 1e-12)
+        for p, g, h in zip(params, grads, grads2):
+            p.grad = h - alpha * (g - per(cos * n1, p) * h / per(n2 + 1e-12, p))
+    opt.step()
+    return loss.detach()
 
 
 @dataclass
@@ -247,7 +313,7 @@ class Sweep:
 
 @dataclass
 class TrainRun:
-    """What a hook may use while :func:`train_network` runs: the (eager) networks, the data on the
+    """What a hook may use while its training runs: the (eager) networks, the data on the
     training device, the recipe, the batch/augmentation generator and the running statistics."""
 
     nets: list[nn.Module]
@@ -283,7 +349,7 @@ class Step:
 
 
 class TrainHook:
-    """How a method changes :func:`train_network`; this base class is plain training.
+    """How a method changes its training; this base class is plain training.
 
     ``plan(epoch, run)`` is called at the start of every epoch, after the lr is set, and returns the
     epoch's sweeps (plain training: one sweep over every sample; DivideMix co-divides here);
@@ -292,6 +358,8 @@ class TrainHook:
     every epoch (plain training: nothing; checkpoint tests, model selection). The trainer owns the
     rest: one optimiser over all networks' parameters, the lr schedule, batch drawing, augmentation,
     compile, loss bookkeeping and resume (``state_dict``/``load_state_dict`` carry the hook's own state).
+    A hook that keeps ``plan`` and ``loss`` (only ``end_epoch`` and state) lets its training be
+    stacked with others (``batch_networks``).
     """
 
     def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
@@ -310,6 +378,34 @@ class TrainHook:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    @property
+    def stackable(self) -> bool:
+        """Whether its training may run stacked with others: plain batches and loss, one network."""
+        return type(self).plan is TrainHook.plan and type(self).loss is TrainHook.loss
+
+
+@dataclass
+class Training:
+    """One training :func:`train_networks` runs: a fresh network (or co-trained networks, as a list)
+    and its own data, generator (data order, augmentation, CutMix), hook, resume state and
+    ``epoch_callback`` (see :func:`train_network`)."""
+
+    net: nn.Module | Sequence[nn.Module]
+    images: torch.Tensor
+    labels: torch.Tensor
+    generator: torch.Generator | None = None
+    hook: TrainHook | None = None
+    epoch_callback: Callable | None = None
+    resume: dict | None = None
+
+    @property
+    def nets(self) -> list[nn.Module]:
+        return list(self.net) if isinstance(self.net, (list, tuple)) else [self.net]
+
+    @property
+    def first_epoch(self) -> int:
+        return 0 if not self.resume else int(self.resume["epoch"]) + 1
+
 
 def train_network(
     net: nn.Module | Sequence[nn.Module],
@@ -324,7 +420,7 @@ def train_network(
     resume: dict | None = None,
     hook: TrainHook | None = None,
 ) -> TrainStats:
-    """Train ``net`` in place on preprocessed ``images`` (N, 3, H, W) with SGD.
+    """Train ``net`` in place on preprocessed ``images`` (N, 3, H, W): :func:`train_networks` with one training.
 
     ``labels`` are int64 class indices or float (N, C) soft-label logits. Batches are drawn
     from a fresh permutation each epoch; the last partial batch is kept. ``epoch_callback``
@@ -336,72 +432,213 @@ def train_network(
     which for SGD and Adam is the same as one optimiser per network); ``hook`` (a
     :class:`TrainHook`) then says which samples each epoch sweeps and what each batch's loss is.
     """
-    from tqdm.auto import tqdm
+    training = Training(net, images, labels, generator, hook, epoch_callback, resume)
+    return train_networks([training], cfg, progress=progress, desc=desc)[0]
 
-    if images.shape[0] != labels.shape[0]:
-        raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels", "pass one label per image")
-    if images.shape[0] == 0:
-        raise ConfigError("cannot train on an empty set", "check the dataset and IPC")
-    nets = list(net) if isinstance(net, (list, tuple)) else [net]
-    hook = hook or TrainHook()
-    device = next(nets[0].parameters()).device
-    images, labels = images.to(device), labels.to(device)
-    opt = make_optimizer([p for m in nets for p in m.parameters()], cfg)
-    first = restore_training_state(resume, net, opt, generator, hook)
-    n = images.shape[0]
-    # dynamic=False: one static graph per batch shape (at most two), not a slower dynamic-shape one.
-    forwards = [torch.compile(m, dynamic=False) for m in nets] if cfg.compile else nets
-    stats = TrainStats()
-    run = TrainRun(nets, images, labels, cfg, generator, stats)
-    start = time.perf_counter()
-    for m in nets:
-        m.train()
-    bar = tqdm(range(first, cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for epoch in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
-        total, count = 0.0, 0
-        for sweep in hook.plan(epoch, run):
-            size = n if sweep.indices is None else int(sweep.indices.numel())
-            order = torch.randperm(size, generator=generator, device="cpu").to(device)
-            if sweep.indices is not None:
-                order = sweep.indices.to(device)[order]
-            if sweep.start is not None:
-                sweep.start()
-            compile_partial = cfg.compile and size % cfg.batch_size * (cfg.epochs - first) >= COMPILE_MIN_IMAGES
-            batches = math.ceil(size / cfg.batch_size)
-            for b in range(batches):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = augment_batch(images[idx], cfg, generator)
-                models = forwards if idx.numel() == cfg.batch_size or compile_partial else nets
-                loss = hook.loss(Step(run, epoch, sweep, b, batches, idx, x, labels[idx], models))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.numel()
-                count += idx.numel()
-            stats.images_processed += size * sweep.forwards
-        stats.epoch_losses.append(total / max(count, 1))
-        if not math.isfinite(stats.epoch_losses[-1]):
-            raise FloatingPointError(f"training loss became {stats.epoch_losses[-1]} at epoch {epoch}")
-        hook.end_epoch(epoch, run)
-        bar.set_postfix(loss=f"{stats.epoch_losses[-1]:.3f}")
-        if epoch_callback is not None:
-            epoch_callback(epoch, net, lambda epoch=epoch: training_state(epoch, net, opt, generator, hook))
-    stats.seconds = time.perf_counter() - start
+
+def train_networks(trainings: Sequence[Training], cfg: TrainConfig, *, progress: bool = False,
+                   desc: str = "train") -> list[TrainStats]:
+    """Run independent trainings of one recipe, ``cfg.batch_networks`` of them side by side.
+
+    Trainings that can be stacked (one network each, of one architecture, the same number of
+    images, a plain hook, the same resume epoch) train in groups as one
+    :class:`ddlnl.models.stacked.StackedNetworks`: each keeps its own initial weights, data order,
+    augmentation and CutMix draws (from its own generator, in the order a lone training draws them)
+    and optimiser state, so a stacked training equals the same training run alone up to float
+    rounding. Returns one :class:`TrainStats` per training, in order; a group's wall time is shared
+    evenly among its trainings.
+    """
+    trainings = list(trainings)
+    if not trainings:
+        return []
+    k = resolve_batch_networks(cfg, trainings)
+    stats: list[TrainStats | None] = [None] * len(trainings)
+    for group in stack_groups(trainings, k):
+        for i, s in zip(group, _train_group([trainings[i] for i in group], cfg, progress, desc), strict=True):
+            stats[i] = s
     return stats
 
 
-def training_state(epoch: int, net: nn.Module | Sequence[nn.Module], opt: torch.optim.Optimizer,
+def stack_groups(trainings: Sequence[Training], k: int) -> list[list[int]]:
+    """Indices of the trainings, in groups of at most ``k`` that start at the same epoch."""
+    by_first: dict[int, list[int]] = {}
+    for i, t in enumerate(trainings):
+        by_first.setdefault(t.first_epoch, []).append(i)
+    return [idx[j : j + k] for idx in by_first.values() for j in range(0, len(idx), k)]
+
+
+def resolve_batch_networks(cfg: TrainConfig, trainings: Sequence[Training]) -> int:
+    """How many of ``trainings`` run stacked at once: 1 unless all can be stacked; else
+    ``cfg.batch_networks``, where ``auto`` is 1 on a CPU and memory-sized on a GPU."""
+    first = trainings[0]
+    nets = first.nets
+    if len(trainings) == 1 or cfg.batch_networks == 1:
+        return 1
+    shapes = {(tuple(t.images.shape), len(t.nets), type(t.nets[0])) for t in trainings}
+    if len(shapes) > 1 or len(nets) > 1 or not all((t.hook or TrainHook()).stackable for t in trainings):
+        return 1
+    return networks_at_once(cfg, nets[0], first.images.shape[1:], len(trainings))
+
+
+def networks_at_once(cfg: TrainConfig, net: nn.Module, image_shape: Sequence[int], count: int) -> int:
+    """``cfg.batch_networks`` for ``count`` stackable trainings of ``net``'s architecture: the number
+    asked for, or under ``auto`` 1 on a CPU and on a GPU as many as half its free memory holds."""
+    if cfg.batch_networks != "auto":
+        return max(1, min(int(cfg.batch_networks), count))
+    device = next(net.parameters()).device
+    if device.type != "cuda" or count == 1:
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_net = network_training_bytes(net, image_shape, cfg.batch_size)
+    return max(1, min(count, int(0.5 * free // max(per_net, 1))))
+
+
+def network_training_bytes(net: nn.Module, image_shape: Sequence[int], batch: int) -> int:
+    """A generous estimate of what training one network takes: four copies of its parameters
+    (weights, gradients, two optimiser moments) and, per image of a batch, three times every
+    layer's output (kept for the backward pass, with its gradient and a spare)."""
+    elements = [0]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            elements[0] += output[0].numel()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            was_training = net.training
+            net.eval()
+            p = next(net.parameters())
+            net(torch.zeros(1, *image_shape, device=p.device, dtype=p.dtype))
+            net.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    param_bytes = sum(t.numel() * t.element_size() for t in net.parameters())
+    return 4 * param_bytes + 3 * elements[0] * 4 * batch
+
+
+def _train_group(group: list[Training], cfg: TrainConfig, progress: bool, desc: str) -> list[TrainStats]:
+    """The epoch loop for one training, or for a stack of trainings (see :func:`train_networks`)."""
+    from tqdm.auto import tqdm
+
+    for t in group:
+        if t.images.shape[0] != t.labels.shape[0]:
+            raise ConfigError(f"{t.images.shape[0]} images but {t.labels.shape[0]} labels", "pass one label per image")
+        if t.images.shape[0] == 0:
+            raise ConfigError("cannot train on an empty set", "check the dataset and IPC")
+    K = len(group)
+    hooks = [t.hook or TrainHook() for t in group]
+    gens = [t.generator for t in group]
+    device = next(group[0].nets[0].parameters()).device
+    images = [t.images.to(device) for t in group]
+    labels = [t.labels.to(device) for t in group]
+    opt_states = [restore_training_state(t.resume, t.net, t.generator, hook) for t, hook in zip(group, hooks)]
+    first = group[0].first_epoch
+    stack = None
+    if K > 1:
+        from ddlnl.models.stacked import StackedNetworks
+
+        stack = StackedNetworks([t.nets[0] for t in group])
+        params = list(stack.parameters())
+    else:
+        params = [p for m in group[0].nets for p in m.parameters()]
+    opt = make_optimizer(params, cfg)
+    if first > 0:
+        opt.load_state_dict(opt_states[0] if stack is None else stack.stack_optimizer_states(opt_states))
+    n = images[0].shape[0]
+    # dynamic=False: one static graph per batch shape (at most two), not a slower dynamic-shape one.
+    eager = [stack] if stack is not None else group[0].nets
+    forwards = [torch.compile(m, dynamic=False) for m in eager] if cfg.compile else eager
+    stats = [TrainStats() for _ in group]
+    runs = [TrainRun(t.nets, x, y, cfg, g, s) for t, x, y, g, s in zip(group, images, labels, gens, stats)]
+    passes = 2 if cfg.sam == "gsam" else 1  # forward passes per batch
+    start = time.perf_counter()
+    for m in eager:
+        m.train()
+    bar = tqdm(range(first, cfg.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch)
+        totals, count = torch.zeros(K, dtype=torch.float64), 0
+        plans = [hook.plan(epoch, run) for hook, run in zip(hooks, runs)]
+        for s in range(len(plans[0])):
+            sweeps = [p[s] for p in plans]
+            size = n if sweeps[0].indices is None else int(sweeps[0].indices.numel())
+            orders = []
+            for sweep, g in zip(sweeps, gens):
+                order = torch.randperm(size, generator=g, device="cpu").to(device)
+                orders.append(order if sweep.indices is None else sweep.indices.to(device)[order])
+                if sweep.start is not None:
+                    sweep.start()
+            compile_partial = cfg.compile and size % cfg.batch_size * (cfg.epochs - first) >= COMPILE_MIN_IMAGES
+            batches = math.ceil(size / cfg.batch_size)
+            for b in range(batches):
+                idxs = [order[b * cfg.batch_size : (b + 1) * cfg.batch_size] for order in orders]
+                xs = [augment_batch(x[idx], cfg, g) for x, idx, g in zip(images, idxs, gens)]
+                models = forwards if idxs[0].numel() == cfg.batch_size or compile_partial else eager
+                if stack is None:
+                    step = Step(runs[0], epoch, sweeps[0], b, batches, idxs[0], xs[0], labels[0][idxs[0]], models)
+
+                    def losses(step=step):
+                        return hooks[0].loss(step).reshape(1)
+                else:
+                    mixed = [mix_batch(x, y[idx], cfg, g) for x, y, idx, g in zip(xs, labels, idxs, gens)]
+                    batch = torch.stack([m[0] for m in mixed])
+
+                    def losses(batch=batch, mixed=mixed, model=models[0]):
+                        out = model(batch)
+                        return torch.stack([mixed_loss(out[k], mixed[k][1], cfg) for k in range(K)])
+
+                seen = []
+
+                def loss_fn(losses=losses, seen=seen):
+                    values = losses()
+                    seen.append(values.detach())
+                    return values.sum()
+
+                if cfg.sam == "gsam":
+                    gsam_step(params, loss_fn, opt, cfg.gsam_rho, cfg.gsam_alpha, stacked=stack is not None)
+                else:
+                    loss = loss_fn()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                totals += seen[0].double().cpu() * idxs[0].numel()
+                count += idxs[0].numel()
+            for st, sweep in zip(stats, sweeps):
+                st.images_processed += size * sweep.forwards * passes
+        for k, (t, hook, run, st) in enumerate(zip(group, hooks, runs, stats)):
+            st.epoch_losses.append(float(totals[k]) / max(count, 1))
+            if not math.isfinite(st.epoch_losses[-1]):
+                raise FloatingPointError(f"training loss became {st.epoch_losses[-1]} at epoch {epoch}")
+            hook.end_epoch(epoch, run)
+            if t.epoch_callback is not None:
+                def state(epoch=epoch, k=k, t=t, hook=hook):
+                    opt_state = opt.state_dict() if stack is None else stack.optimizer_state(opt, k)
+                    return training_state(epoch, t.net, opt_state, t.generator, hook)
+
+                t.epoch_callback(epoch, t.net, state)
+        bar.set_postfix(loss=f"{stats[0].epoch_losses[-1]:.3f}")
+    seconds = time.perf_counter() - start
+    if stack is not None:
+        stack.release()
+    for st in stats:
+        st.seconds = seconds / K
+    return stats
+
+
+def training_state(epoch: int, net: nn.Module | Sequence[nn.Module], opt_state: dict,
                    generator: torch.Generator | None, hook: TrainHook | None = None) -> dict:
-    """What resuming after ``epoch`` needs: weights (a list for several networks), optimiser state, the
-    batch/augmentation generator, the global torch RNG and the hook's state (tensors and containers
-    only, so it loads with ``weights_only=True``)."""
+    """What resuming after ``epoch`` needs: weights (a list for several networks), the optimiser's
+    state dict, the batch/augmentation generator, the global torch RNG and the hook's state
+    (tensors and containers only, so it loads with ``weights_only=True``)."""
     def weights(m):
         return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
     state = {"epoch": epoch, "net": [weights(m) for m in net] if isinstance(net, (list, tuple)) else weights(net),
-             "opt": opt.state_dict(), "generator": None if generator is None else generator.get_state(),
+             "opt": opt_state, "generator": None if generator is None else generator.get_state(),
              "torch_rng": torch.get_rng_state()}
     hook_state = hook.state_dict() if hook is not None else {}
     if hook_state:
@@ -409,20 +646,20 @@ def training_state(epoch: int, net: nn.Module | Sequence[nn.Module], opt: torch.
     return state
 
 
-def restore_training_state(state: dict | None, net: nn.Module | Sequence[nn.Module], opt: torch.optim.Optimizer,
-                           generator: torch.Generator | None, hook: TrainHook | None = None) -> int:
-    """Load a :func:`training_state` dict into the training objects; returns the first epoch still to run."""
+def restore_training_state(state: dict | None, net: nn.Module | Sequence[nn.Module],
+                           generator: torch.Generator | None, hook: TrainHook | None = None) -> dict | None:
+    """Load a :func:`training_state` dict into the network(s), generator and hook; returns the
+    optimiser state dict it holds (None without a state), for the caller's optimiser."""
     if not state:
-        return 0
+        return None
     if isinstance(net, (list, tuple)):
         for m, w in zip(net, state["net"], strict=True):
             m.load_state_dict(w)
     else:
         net.load_state_dict(state["net"])
-    opt.load_state_dict(state["opt"])
     if generator is not None and state.get("generator") is not None:
         generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if hook is not None and state.get("hook"):
         hook.load_state_dict(state["hook"])
-    return int(state["epoch"]) + 1
+    return state["opt"]

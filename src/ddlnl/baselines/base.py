@@ -126,7 +126,7 @@ class Baseline(Configurable):
             per_run.append(outcome.details)
             return outcome.net, outcome.images_processed
 
-        result = evaluate_runs(train_one, runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
+        result = evaluate_runs(lambda seeds: [train_one(r, s) for r, s in enumerate(seeds)], runs=ctx.runs, seed=ctx.seed, test_images=d.x_test, test_labels=d.y_test,
                                num_classes=d.num_classes, train=self.train_config(ctx.preset), model=ctx.preset["model"],
                                purpose="baseline", validation=d.validation)
         result.images_processed += prepared.images_processed

@@ -95,7 +95,7 @@ def expert_config(o) -> ExpertConfig:
     return ExpertConfig(num_experts=o.num_experts, epochs=o.expert_epochs, lr=o.expert_lr, momentum=o.expert_momentum,
                         weight_decay=o.expert_weight_decay, batch_size=o.expert_batch, dsa_strategy=o.expert_dsa_strategy,
                         schedule="multistep", milestones=tuple(o.expert_milestones), gamma=o.expert_gamma,
-                        cutmix_prob=o.expert_cutmix_prob, compile=o.expert_compile)
+                        cutmix_prob=o.expert_cutmix_prob, compile=o.expert_compile, batch_networks=o.expert_batch_networks or "auto")
 
 
 # --------------------------------------------------------------------------- the distiller
@@ -105,6 +105,7 @@ def expert_config(o) -> ExpertConfig:
 class DANCE(Distiller):
     name = "dance"
     capabilities = Capabilities(init_only=True, native_eval=True)
+    KEY_ONLY_IF_SET = {"expert_batch_networks": None}  # added after runs were made
 
     @dataclass(frozen=True)
     class Options:
@@ -129,6 +130,7 @@ class DANCE(Distiller):
         expert_cutmix_prob: float = 0.5
         expert_dsa_strategy: str = "dance:color_crop"
         expert_compile: bool = False  # speed only
+        expert_batch_networks: int | str | None = None  # speed only: experts trained side by side (null: auto)
 
         def __post_init__(self):
             check_choice("dance init", self.init, INITS)

@@ -246,10 +246,12 @@ class DATM(TrajectoryMatchingBase):
         soft_labels: bool = True
         mode: str = "exact"  # exact | tesla | naive
         compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
+        compile_mode: str = "default"  # speed only: reduce-overhead = CUDA graphs of the compiled steps on a GPU
         dsa_strategy: str = DEFAULT_DSA_STRATEGY
         expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
         expert_gsam: bool = True  # DATM's FTD buffers
         expert_compile: bool = False
+        expert_batch_networks: int | str | None = None  # speed only: experts trained side by side (null: auto)
 
         def __post_init__(self):
             check_choice("datm setting", self.setting, ("none", "auto"))

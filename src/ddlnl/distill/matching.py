@@ -55,6 +55,7 @@ from ddlnl.models.functional import functional_forward
 from ddlnl.train import label_loss
 
 MODES = ("exact", "tesla", "naive")
+COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile modes of CompiledSteps
 
 
 @dataclass
@@ -148,13 +149,19 @@ class CompiledSteps(EagerSteps):
     """:class:`EagerSteps`' two functions traced into aten graphs (``make_fx``) and compiled
     with Inductor, once per batch shape: about 40 s for the pair on the 2-core CPU with a cold
     Inductor cache, about 7 s with a warm one (docs/datm.md). Needs a network without buffers
-    (instance norm or none): a traced graph would freeze BatchNorm's running statistics."""
+    (instance norm or none): a traced graph would freeze BatchNorm's running statistics.
 
-    def __init__(self, net: nn.Module):
+    ``mode="reduce-overhead"`` also records each graph as a CUDA graph on a GPU (one launch per
+    step instead of one per kernel; a CPU ignores it). A CUDA graph reuses its output memory on
+    the next replay, and the unrolled steps keep earlier outputs, so they are copied out."""
+
+    def __init__(self, net: nn.Module, mode: str = "default"):
+        check_choice("compile_mode", mode, COMPILE_MODES)
         if any(True for _ in net.buffers()):
             raise ConfigError("compiled trajectory matching needs a network without buffers (BatchNorm has running statistics)",
                               "use norm: instance (DATM's and MTT's network) or set compile: false")
         super().__init__(net)
+        self.mode = mode
         self._fns: dict[tuple, object] = {}
 
     def _compiled(self, kind: str, args: tuple):
@@ -168,7 +175,16 @@ class CompiledSteps(EagerSteps):
             def body(*tensors):  # make_fx traces a plain function of the tensors
                 return eager(*tensors)
 
-            fn = self._fns[key] = torch.compile(make_fx(body)(*args), dynamic=False)
+            compiled = torch.compile(make_fx(body)(*args), dynamic=False, mode=None if self.mode == "default" else self.mode)
+            if self.mode == "reduce-overhead":
+                def fn(*tensors, compiled=compiled):
+                    out = compiled(*tensors)
+                    if isinstance(out, torch.Tensor):
+                        return out.clone()
+                    return tuple(None if t is None else t.clone() for t in out)
+            else:
+                fn = compiled
+            self._fns[key] = fn
         return fn
 
     def grad(self, theta, x, y):

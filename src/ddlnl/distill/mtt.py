@@ -24,7 +24,7 @@ import torch
 from ddlnl.augment import DEFAULT_DSA_STRATEGY
 from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
 from ddlnl.distill.loop import DistillLoop
-from ddlnl.distill.matching import MODES, CompiledSteps, EagerSteps, make_plan, match_trajectory
+from ddlnl.distill.matching import COMPILE_MODES, MODES, CompiledSteps, EagerSteps, make_plan, match_trajectory
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
 from ddlnl.experts import ExpertConfig, load_or_train_experts
@@ -36,6 +36,7 @@ def check_common(o) -> None:
     check_choice("matching mode", o.mode, MODES)
     if not isinstance(o.compile, bool):
         raise ConfigError(f"compile must be true or false, got {o.compile!r}", "set compile: true or compile: false")
+    check_choice("compile_mode", o.compile_mode, COMPILE_MODES)
     if o.compile and o.mode == "naive":
         raise ConfigError("compile: true works with mode exact or tesla, not naive",
                           "set mode: exact (the same gradients at constant memory) or compile: false")
@@ -77,7 +78,7 @@ class TrajectoryMatchingBase(Distiller):
 
     capabilities = Capabilities(learned_lr=True)
     label_lr_momentum = 0.9
-    KEY_ONLY_IF_SET = {"train_epochs": None, "label_epoch": "final"}  # added after runs were made
+    KEY_ONLY_IF_SET = {"train_epochs": None, "label_epoch": "final", "expert_batch_networks": None, "compile_mode": "default"}  # added after runs were made
 
     def resolved_options(self, ctx: DistillContext, ipc: int):
         """The options for a run on ``ctx`` at ``ipc``: a new object, ``self.options`` is never changed."""
@@ -110,6 +111,7 @@ class TrajectoryMatchingBase(Distiller):
         return ExpertConfig(num_experts=o.num_experts, epochs=expert_length(o),
                             lr=o.lr_teacher_expert, momentum=o.expert_momentum, batch_size=o.expert_batch,
                             gsam=o.expert_gsam, compile=o.expert_compile, dsa_strategy=o.dsa_strategy,
+                            batch_networks=o.expert_batch_networks or "auto",
                             keep_until=window, keep_also=(self.label_epoch(o),))
 
     def distill(self, ctx: DistillContext, ipc: int) -> SyntheticSet:
@@ -136,7 +138,7 @@ class TrajectoryMatchingBase(Distiller):
             opt_y = torch.optim.SGD([labels], lr=self.label_lr(o), momentum=self.label_lr_momentum)
         net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)
         net.requires_grad_(False)
-        steps = CompiledSteps(net) if o.compile else EagerSteps(net)
+        steps = CompiledSteps(net, o.compile_mode) if o.compile else EagerSteps(net)
         if o.compile:
             ctx.log(f"[ddlnl] {self.name}: compiled matching steps (traced and compiled on the first iteration)")
         n = images.shape[0]
@@ -210,10 +212,12 @@ class MTT(TrajectoryMatchingBase):
         expert_momentum: float = 0.0  # experts' SGD momentum (MTT's buffers: 0)
         mode: str = "exact"  # exact | tesla | naive (see ddlnl.distill.matching)
         compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
+        compile_mode: str = "default"  # speed only: reduce-overhead = CUDA graphs of the compiled steps on a GPU
         dsa_strategy: str = DEFAULT_DSA_STRATEGY
         expert_batch: int = 256  # experts' SGD batch (DATM/MTT buffers: 256)
         expert_gsam: bool = False
         expert_compile: bool = False
+        expert_batch_networks: int | str | None = None  # speed only: experts trained side by side (null: auto)
 
         def __post_init__(self):
             check_common(self)
