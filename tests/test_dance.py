@@ -82,6 +82,42 @@ def test_images_stay_in_pixel_range_and_init_only_is_the_mix_init(tmp_path):
     torch.testing.assert_close(ctx.preprocess.inverse(init.images[:2]), mix_init(first, 2, 2), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("batch_syn_max", [200, 5])  # 5: each class's 8 decoded images are subsampled
+def test_real_batches_of_all_classes_in_one_forward_equal_the_class_by_class_steps(tmp_path, batch_syn_max):
+    """The inner-class view embeds every class's real batch in one forward; with the generator's
+    draws made in the same order, the steps equal the original class-by-class loop."""
+    d = create_distiller("dance", iter_calib=0, batch_syn_max=batch_syn_max, **TOY)
+    ctx = context(tmp_path)
+    torch.manual_seed(0)
+    flat = [flatten_params(build_model(MODEL, 3, 16)) for _ in range(2)]
+    experts = [torch.stack([flat[0], flat[1]]), torch.stack([flat[1], flat[0]])]
+
+    def reference(pixels, opt, g, ends, nets, ipc):  # the class-by-class loop as DANCE writes it
+        o, (middle, trained) = d.options, nets
+        k, lam = int(torch.randint(len(ends), (1,), generator=g)), float(torch.rand((), generator=g))
+        load_flat(middle, interpolate_params(ends[k][0], ends[k][1], lam))
+        with torch.no_grad():
+            pixels.clamp_(0.0, 1.0)
+        for c in range(ctx.num_classes):
+            pool = torch.as_tensor(ctx.class_indices(c))
+            real = ctx.images[pool[torch.randperm(len(pool), generator=g)[: o.batch_real]]]
+            syn = d.decoded(ctx, pixels, c, ipc, g)
+            (real,), (syn,) = siamese_class_batches([real], [syn], g, o.dsa_strategy, "cpu")
+            with torch.no_grad():
+                real_mean = class_means(middle.embed(real), [real.shape[0]])
+            loss = dm_loss(real_mean, class_means(middle.embed(syn), [syn.shape[0]]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    pixels, _, opt, g, ends, nets = d.setup(ctx, 2, experts)
+    d.iteration(ctx, pixels, opt, g, ends, nets, 2)
+    ref_pixels, _, ref_opt, ref_g, ref_ends, ref_nets = d.setup(ctx, 2, experts)
+    reference(ref_pixels, ref_opt, ref_g, ref_ends, ref_nets, 2)
+    torch.testing.assert_close(pixels, ref_pixels, rtol=1e-5, atol=1e-6)
+    assert torch.equal(g.get_state(), ref_g.get_state())  # the same draws, in the same number
+
+
 # ---------------------------------------------------------------------------- augmentation
 
 

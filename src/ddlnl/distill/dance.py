@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ddlnl.augment import apply_dsa, sample_dsa
 from ddlnl.decode import decode_multiformation
 from ddlnl.distill.base import Capabilities, DistillContext, Distiller, register_distiller
-from ddlnl.distill.dm import class_means, dm_loss, siamese_class_batches
+from ddlnl.distill.dm import class_means, dm_loss
 from ddlnl.distill.loop import DistillLoop
 from ddlnl.errors import ConfigError, check_choice
 from ddlnl.evaluate import build_model
@@ -187,11 +187,21 @@ class DANCE(Distiller):
     # -- one view of the synthetic set --------------------------------------------------------
     def decoded(self, ctx, pixels: torch.Tensor, c: int, ipc: int, g: torch.Generator) -> torch.Tensor:
         """Class ``c``'s training images in network space (preprocessed, decoded, subsampled to batch_syn_max)."""
-        o = self.options
-        x = decode_multiformation(ctx.preprocess(pixels[c * ipc : (c + 1) * ipc]), o.factor)
-        if x.shape[0] > o.batch_syn_max:
-            x = x[torch.randperm(x.shape[0], generator=g)[: o.batch_syn_max].to(x.device)]
-        return x
+        return self.subsample(self.decode_class(ctx, pixels, c, ipc), self.draw_subsample(ipc, g))
+
+    def decode_class(self, ctx, pixels: torch.Tensor, c: int, ipc: int) -> torch.Tensor:
+        """Class ``c``'s stored images, preprocessed and decoded (ipc * factor² training images)."""
+        return decode_multiformation(ctx.preprocess(pixels[c * ipc : (c + 1) * ipc]), self.options.factor)
+
+    def draw_subsample(self, ipc: int, g: torch.Generator) -> torch.Tensor | None:
+        """Which decoded images of a class a step uses: a draw when there are more than batch_syn_max
+        (it depends only on the count, so it can be drawn before the pixels it selects exist)."""
+        decoded = ipc * self.options.factor**2
+        return torch.randperm(decoded, generator=g)[: self.options.batch_syn_max] if decoded > self.options.batch_syn_max else None
+
+    @staticmethod
+    def subsample(x: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+        return x if pick is None else x[pick.to(x.device)]
 
     # -- one outer iteration ------------------------------------------------------------------
     def iteration(self, ctx: DistillContext, pixels: torch.Tensor, opt: torch.optim.Optimizer, g: torch.Generator,
@@ -211,21 +221,26 @@ class DANCE(Distiller):
         load_flat(trained, ends[k][1])
         with torch.no_grad():
             pixels.clamp_(0.0, 1.0)
-        # 2. inner-class view: per-class distribution matching, one step per class
-        inner, n_img = 0.0, 0
+        # 2. inner-class view: per-class distribution matching, one step per class. The real side
+        # does not depend on the steps, so every class's real batch is drawn first (in the order
+        # the draws would be made class by class) and embedded in one forward.
+        real, picks, draws = [], [], []
         for c in range(ctx.num_classes):
             pool = torch.as_tensor(ctx.class_indices(c))
-            real = ctx.images[pool[torch.randperm(len(pool), generator=g)[: o.batch_real]]].to(ctx.device)
-            syn = self.decoded(ctx, pixels, c, ipc, g)
-            (real,), (syn,) = siamese_class_batches([real], [syn], g, o.dsa_strategy, ctx.device)
-            with torch.no_grad():
-                real_mean = class_means(middle.embed(real), [real.shape[0]])
-            loss = dm_loss(real_mean, class_means(middle.embed(syn), [syn.shape[0]]))
+            real.append(ctx.images[pool[torch.randperm(len(pool), generator=g)[: o.batch_real]]].to(ctx.device))
+            picks.append(self.draw_subsample(ipc, g))
+            draws.append(sample_dsa(o.dsa_strategy, 1, image_size=real[-1].shape[-1], generator=g, device=ctx.device, shared=True))
+        with torch.no_grad():
+            real_means = class_means(middle.embed(torch.cat([apply_dsa(x, d) for x, d in zip(real, draws)])), [x.shape[0] for x in real])
+        inner, n_img = 0.0, 0
+        for c in range(ctx.num_classes):
+            syn = apply_dsa(self.subsample(self.decode_class(ctx, pixels, c, ipc), picks[c]), draws[c])
+            loss = dm_loss(real_means[c : c + 1], class_means(middle.embed(syn), [syn.shape[0]]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             inner += float(loss.detach())
-            n_img += real.shape[0] + syn.shape[0]
+            n_img += real[c].shape[0] + syn.shape[0]
         # 3. inter-class view: calibration by the trained expert, one step per class
         calib = 0.0
         for _ in range(o.iter_calib):
