@@ -191,3 +191,18 @@ def test_stacked_networks_share_storage_until_released():
     assert not torch.equal(next(b.parameters()), stack.stacked_params[0][1])
     out = StackedNetworks(nets((1, 2)))(torch.randn(2, 5, 3, 16, 16))
     assert out.shape == (2, 5, 4)
+
+
+def test_batch_networks_is_in_no_stage_key():
+    """How many networks train side by side changes speed only: a rerun with another number resumes."""
+    from ddlnl.spec import ExperimentSpec
+    from ddlnl.train import recipe_key
+
+    def spec(*overrides):
+        return ExperimentSpec.create(dataset="cifar10", noise="symmetric", rate=0.4, method="dm", ipc=1, preset="smoke",
+                                     overrides=overrides)
+
+    plain, batched = spec(), spec("evaluation.train.batch_networks=3", "baseline.train.batch_networks=2")
+    assert batched.resolved.evaluation["train"]["batch_networks"] == 3
+    assert plain.evaluation_key() == batched.evaluation_key()
+    assert recipe_key(plain.resolved.preset["baseline"]) == recipe_key(batched.resolved.preset["baseline"])

@@ -34,8 +34,15 @@ from ddlnl.results import SCHEMA_VERSION, write_result
 from ddlnl.spec import ExperimentSpec
 from ddlnl.stages import RunFolder, stage_key
 from ddlnl.synset import SyntheticSet
+from ddlnl.train import recipe_key
 from ddlnl.utils.io import write_json
-from ddlnl.utils.runtime import machine, remove_broken_compiled_kernels, resolve_device, seed_everything, versions
+from ddlnl.utils.runtime import (
+    machine,
+    remove_broken_compiled_kernels,
+    resolve_device,
+    seed_everything,
+    versions,
+)
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
 STAGES = ("noise", "baselines", "random", "distill", "evaluate", "controls")
@@ -162,7 +169,7 @@ class _Pipeline:
         protocol's ``model`` when it names one, e.g. RCIG's under ``--eval native``)."""
         network = model_spec(self.preset["evaluation"].get("model")) or self.preset["model"]
         preset = self.preset | {"model": network}
-        base_key = self.spec.data_key() | {"baseline": self.preset["baseline"], "network": network}
+        base_key = self.spec.data_key() | {"baseline": recipe_key(self.preset["baseline"]), "network": network}
 
         def train_ce():
             self.log("[ddlnl] training on the full noisy set")

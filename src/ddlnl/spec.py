@@ -23,7 +23,15 @@ from ddlnl.data.types import check_ipc_value
 from ddlnl.distill import DistillContext, create_distiller
 from ddlnl.errors import ConfigError
 from ddlnl.experiment import PreparedData, prepare_data
-from ddlnl.presets import PROTOCOLS, apply_overrides, cell_preprocess, evaluation_for, load_preset, method_options
+from ddlnl.presets import (
+    PROTOCOLS,
+    apply_overrides,
+    cell_preprocess,
+    evaluation_for,
+    load_preset,
+    method_options,
+)
+from ddlnl.train import recipe_key
 from ddlnl.utils.runtime import versions
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
@@ -143,8 +151,9 @@ class ExperimentSpec:
                 "data": p["data"], "preprocess": p["preprocess"], "model": p["model"], "seed_scheme": SEED_SCHEME}
 
     def evaluation_key(self) -> dict:
-        """The evaluation section as a stage key, without the control switches (toggling them reruns only the controls)."""
-        return {k: v for k, v in self.resolved.evaluation.items() if k != "cross_arch"}
+        """The evaluation section as a stage key, without the control switches (toggling them reruns only the
+        controls) and speed-only recipe keys (``batch_networks``)."""
+        return recipe_key({k: v for k, v in self.resolved.evaluation.items() if k != "cross_arch"})
 
     # -- what the spec builds -------------------------------------------------------------
     def prepare_data(self, saved_noise: Path | None = None) -> PreparedData:

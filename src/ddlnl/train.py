@@ -26,6 +26,15 @@ AUGMENTS = ("dsa", "crop_flip", "none")
 LOSSES = ("ce", "gce", "sce", "mse")
 OPTIMIZERS = ("sgd", "adam")
 SAMS = ("none", "gsam")
+# Recipe keys that change how fast a training runs, never what it computes: left out of stage keys.
+SPEED_ONLY = ("batch_networks",)
+
+
+def recipe_key(section: dict) -> dict:
+    """A preset section holding a training recipe (``train``) as a stage key: without speed-only keys."""
+    if not isinstance(section.get("train"), dict):
+        return section
+    return section | {"train": {k: v for k, v in section["train"].items() if k not in SPEED_ONLY}}
 # One compile of a batch shape costs about 10 s here, the time of roughly 10,000 eager training
 # images of the quick ConvNet; a shape is worth compiling when twice that many go through it.
 COMPILE_MIN_IMAGES = 20_000
