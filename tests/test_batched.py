@@ -19,7 +19,7 @@ from ddlnl.train import (
     Training,
     networks_at_once,
     network_training_bytes,
-    resolve_batch_networks,
+    stack_groups,
     train_networks,
 )
 from ddlnl.utils.runtime import generator
@@ -55,7 +55,7 @@ def train_both(cfg: TrainConfig, datasets, seeds=(1, 2, 3), model=MODEL, hooks=N
         hs = hooks() if hooks else [None] * len(seeds)
         trainings = [Training(n, x, y, generator(s), h) for n, (x, y), s, h in zip(ns, datasets, seeds, hs)]
         c = TrainConfig.from_dict(cfg.to_dict() | {"batch_networks": k})
-        assert resolve_batch_networks(c, trainings) == k
+        assert stack_groups(trainings, c) == ([list(range(len(seeds)))] if k > 1 else [[i] for i in range(len(seeds))])
         stats = train_networks(trainings, c)
         results.append((ns, stats, hs))
     return results
@@ -156,10 +156,13 @@ def test_what_cannot_stack_trains_alone():
 
     x, y = data()
     cfg = TrainConfig(epochs=1, batch_size=8, batch_networks=4)
-    assert resolve_batch_networks(cfg, [Training(n, x, y, hook=CustomLoss()) for n in nets((1, 2))]) == 1
-    assert resolve_batch_networks(cfg, [Training(n, *data(n=k)) for n, k in zip(nets((1, 2)), (8, 9))]) == 1  # sizes differ
-    assert resolve_batch_networks(cfg, [Training(nets((1, 2)), x, y)] * 2) == 1  # co-trained pairs
-    assert resolve_batch_networks(cfg, [Training(n, x, y) for n in nets((1, 2, 3))]) == 3
+    assert stack_groups([Training(n, x, y, hook=CustomLoss()) for n in nets((1, 2))], cfg) == [[0], [1]]
+    assert stack_groups([Training(nets((1, 2)), x, y)] * 2, cfg) == [[0], [1]]  # co-trained pairs
+    # sets of two sizes (a distilled set decoded to more images than its controls): each size stacks with its own
+    mixed = [Training(n, *data(n=k)) for n, k in zip(nets((1, 2, 3, 4, 5)), (8, 9, 8, 9, 8))]
+    assert stack_groups(mixed, cfg) == [[0, 2, 4], [1, 3]]
+    assert stack_groups([Training(n, x, y) for n in nets(range(6))], cfg) == [[0, 1, 2, 3], [4, 5]]
+    assert stack_groups([Training(n, x, y) for n in nets(range(3))], TrainConfig(batch_networks=1)) == [[0], [1], [2]]
 
 
 def test_auto_is_one_on_a_cpu_and_a_number_is_honoured():
@@ -206,3 +209,41 @@ def test_batch_networks_is_in_no_stage_key():
     assert batched.resolved.evaluation["train"]["batch_networks"] == 3
     assert plain.evaluation_key() == batched.evaluation_key()
     assert recipe_key(plain.resolved.preset["baseline"]) == recipe_key(batched.resolved.preset["baseline"])
+
+
+def test_a_run_evaluates_the_set_and_its_controls_side_by_side(tmp_path, monkeypatch):
+    """In a DATM run the distilled set, the random control at its lr, the hard-label and the init-only
+    controls share one recipe: with batch_networks 4 their runs train as stacks, and the rows equal
+    those of the same run one network at a time."""
+    import ddlnl.train as trainer
+    from ddlnl.run import run_experiment
+    from ddlnl.spec import ExperimentSpec
+    from tests.data.fixtures import write_cifar10_npz
+
+    root = tmp_path / "data"
+    write_cifar10_npz(root, n_train_per_class=12, n_test_per_class=4)
+    real, sizes = trainer._train_group, []
+
+    def recording(group, *a, **kw):
+        sizes.append(len(group))
+        return real(group, *a, **kw)
+
+    monkeypatch.setattr(trainer, "_train_group", recording)
+    rows = {}
+    for k in (4, 1):
+        sizes.clear()
+        overrides = ("evaluation.train.epochs=2", "evaluation.runs=2", "baseline.train.epochs=1", "methods.datm.iterations=2",
+                     f"evaluation.train.batch_networks={k}")
+        spec = ExperimentSpec.create(dataset="cifar10", noise="symmetric", rate=0.4, method="datm", ipc=1, preset="smoke",
+                                     overrides=overrides, data_root=str(root))
+        result = run_experiment(spec, tmp_path / f"run{k}", log=lambda m: None, progress=False)
+        rows[k] = result["results"]
+        if k == 4:  # 4 sets x 2 runs at the set's lr: two stacks of 4; the random control at the recipe's lr: one of 2
+            assert sorted(sizes, reverse=True)[:3] == [4, 4, 2], sizes
+        else:
+            assert max(sizes) == 1
+    for get in (lambda r: r["distilled"], lambda r: r["random"], lambda r: r["controls"]["random_recipe_lr"],
+                lambda r: r["controls"]["hard_labels"], lambda r: r["controls"]["init_only"]):
+        assert get(rows[4])["accs"] == pytest.approx(get(rows[1])["accs"], abs=1e-9)
+        assert get(rows[4])["train"]["lr"] == get(rows[1])["train"]["lr"]
+    assert list(rows[4]["controls"]) == ["random_real", "hard_labels", "cross_arch", "init_only", "random_recipe_lr"]

@@ -93,7 +93,7 @@ def test_real_batches_of_all_classes_in_one_forward_equal_the_class_by_class_ste
     experts = [torch.stack([flat[0], flat[1]]), torch.stack([flat[1], flat[0]])]
 
     def reference(pixels, opt, g, ends, nets, ipc):  # the class-by-class loop as DANCE writes it
-        o, (middle, trained) = d.options, nets
+        o, middle = d.options, nets[0]
         k, lam = int(torch.randint(len(ends), (1,), generator=g)), float(torch.rand((), generator=g))
         load_flat(middle, interpolate_params(ends[k][0], ends[k][1], lam))
         with torch.no_grad():

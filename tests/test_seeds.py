@@ -51,7 +51,7 @@ def test_no_evaluation_network_starts_from_another_network(method, protocol, dat
     def recording(*args, **kwargs):
         net = real(*args, **kwargs)
         digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())).hexdigest()
-        evaluating = any(f.function == "train_runs" and f.filename.endswith("ddlnl/evaluate.py") for f in inspect.stack(0))
+        evaluating = any(f.function == "evaluate_sets" and f.filename.endswith("ddlnl/evaluate.py") for f in inspect.stack(0))
         inits["evaluation" if evaluating else "other"].add(digest)
         return net
 

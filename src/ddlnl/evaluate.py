@@ -14,7 +14,9 @@ column, named as such, never the headline).
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -143,48 +145,84 @@ class CheckpointTests(TrainHook):
         self.accs = [float(a) for a in state["accs"]]
 
 
-def evaluate_set(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    test_images: torch.Tensor,
-    test_labels: torch.Tensor,
-    num_classes: int,
-    model: dict,
-    train: TrainConfig,
-    runs: int = 1,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    desc: str = "eval",
-    validation=None,
-    checkpoint_every: int | None = None,
-) -> EvalResult:
-    """Train ``runs`` fresh networks on (images, labels) and test each on the clean test set (and
-    on ``validation``'s noisy labels, when given). ``checkpoint_every``: also test each network
-    every that many epochs (and at the last), recorded beside the final-epoch accuracy."""
+@dataclass
+class SetToEvaluate:
+    """One set for :func:`evaluate_sets`: its training data, network recipe and training recipe."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    model: dict
+    train: TrainConfig
+    desc: str = "eval"
+
+
+def evaluate_sets(sets: list[SetToEvaluate], *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                  runs: int = 1, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                  validation=None, checkpoint_every: int | None = None,
+                  on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
+    """Train ``runs`` fresh networks on each set and test each on the clean test set (and on
+    ``validation``'s noisy labels, when given); one :class:`EvalResult` per set, in order.
+
+    Run r of every set starts from the same weights (``stream_seed(seed, "evaluation", r)``): the
+    sets are compared on paired networks. Sets that share a training recipe and a network (a
+    distilled set and the controls at its lr) train in one :func:`ddlnl.train.train_networks` call,
+    so ``batch_networks`` can put all their runs side by side; one at a time, a set's runs train
+    one after another. ``on_result(i, result)`` is called as soon as set i's runs are trained and
+    tested. ``checkpoint_every``: also test each network every that many epochs (and at the last),
+    recorded beside the final-epoch accuracy.
+    """
     every = check_checkpoint_every(checkpoint_every)
-    tested = None if every is None else checkpoint_epochs(train.epochs, every)
-    curves: list[list[float]] = []
+    run_seeds = [stream_seed(seed, "evaluation", r) for r in range(runs)]
+    trained: list[list] = [[] for _ in sets]  # per set, per run: (net, TrainStats, CheckpointTests | None)
+    results: list[EvalResult | None] = [None] * len(sets)
 
-    def train_runs(run_seeds: list[int]):
-        """Every run's fresh network, trained side by side where the recipe's batch_networks allows."""
-        trainings, hooks = [], []
-        for run_seed in run_seeds:
-            torch.manual_seed(run_seed)
-            net = build_model(model, num_classes, images.shape[-1]).to(device)
-            hooks.append(None if tested is None else CheckpointTests(test_images, test_labels, tested))
-            trainings.append(Training(net, images, labels, make_generator(run_seed), hooks[-1]))
-        stats = train_networks(trainings, train, progress=progress, desc=f"{desc} ({len(run_seeds)} runs)")
-        curves.extend(h.accs for h in hooks if h is not None)
-        return [(t.net, st.images_processed) for t, st in zip(trainings, stats, strict=True)]
+    def score(i: int) -> None:
+        s, nets = sets[i], trained[i]
+        result = evaluate_runs(lambda seeds: [(net, st.images_processed) for net, st, _ in nets], runs=runs, seed=seed,
+                               test_images=test_images, test_labels=test_labels, num_classes=num_classes, train=s.train,
+                               model=s.model, validation=validation)
+        result.seconds += sum(st.seconds for _, st, _ in nets)  # the runs' share of their training
+        if every is not None:  # the last checkpoint is the final epoch: the protocol's own test of the run
+            result.checkpoint_epochs = checkpoint_epochs(s.train.epochs, every)
+            result.checkpoint_accs = [hook.accs + [final] for (_, _, hook), final in zip(nets, result.accs, strict=True)]
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
 
-    result = evaluate_runs(train_runs, runs=runs, seed=seed, test_images=test_images, test_labels=test_labels,
-                           num_classes=num_classes, train=train, model=model, validation=validation)
-    if tested is not None:  # the last checkpoint is the final epoch: the protocol's own test of the run
-        result.checkpoint_epochs = tested
-        result.checkpoint_accs = [curve + [final] for curve, final in zip(curves, result.accs, strict=True)]
-    return result
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(sets):
+        groups.setdefault(json.dumps([s.train.to_dict(), s.model], sort_keys=True, default=str), []).append(i)
+    for members in groups.values():
+        trainings, owners = [], []
+        for i in members:
+            s = sets[i]
+            tested = None if every is None else checkpoint_epochs(s.train.epochs, every)
+            for run_seed in run_seeds:
+                torch.manual_seed(run_seed)
+                net = build_model(s.model, num_classes, s.images.shape[-1]).to(device)
+                hook = None if tested is None else CheckpointTests(test_images, test_labels, tested)
+                trainings.append(Training(net, s.images, s.labels, make_generator(run_seed), hook))
+                owners.append(i)
+
+        def done(j: int, stats, trainings=trainings, owners=owners) -> None:
+            i = owners[j]
+            trained[i].append((trainings[j].net, stats, trainings[j].hook))
+            if len(trained[i]) == runs:
+                score(i)
+
+        desc = " + ".join(sets[i].desc for i in members)
+        train_networks(trainings, sets[members[0]].train, progress=progress, desc=f"{desc} ({runs} runs)", on_done=done)
+    return results
+
+
+def evaluate_set(images: torch.Tensor, labels: torch.Tensor, *, test_images: torch.Tensor, test_labels: torch.Tensor,
+                 num_classes: int, model: dict, train: TrainConfig, runs: int = 1, seed: int = 0,
+                 device: torch.device | str = "cpu", progress: bool = False, desc: str = "eval", validation=None,
+                 checkpoint_every: int | None = None) -> EvalResult:
+    """:func:`evaluate_sets` for one set (images, labels)."""
+    return evaluate_sets([SetToEvaluate(images, labels, model, train, desc)], test_images=test_images, test_labels=test_labels,
+                         num_classes=num_classes, runs=runs, seed=seed, device=device, progress=progress,
+                         validation=validation, checkpoint_every=checkpoint_every)[0]
 
 
 def learned_lr(synset, evaluation: dict) -> float | None:
@@ -193,23 +231,30 @@ def learned_lr(synset, evaluation: dict) -> float | None:
     return float(synset.lr) if evaluation.get("use_learned_lr", True) and synset.lr is not None else None
 
 
-def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
-                           runs: int, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
-                           desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None,
-                           lr: float | None = None, validation=None) -> EvalResult:
+def synthetic_set_to_evaluate(synset, preset: dict, *, desc: str = "eval", model: dict | None = None,
+                              labels: torch.Tensor | None = None, lr: float | None = None) -> SetToEvaluate:
     """``preset["evaluation"]`` applied to a SyntheticSet: its decoded training data, its learned lr
     (when ``use_learned_lr``) and the evaluation network. ``model`` / ``labels`` replace the network
     (cross-architecture control) and the set's labels (hard-label control); ``lr`` the learning
-    rate (a control trains at the lr of the set it controls). ``evaluation.checkpoint_every`` turns
-    on the checkpoint tests (:func:`evaluate_set`)."""
+    rate (a control trains at the lr of the set it controls)."""
     ev = preset["evaluation"]
     lr = lr if lr is not None else learned_lr(synset, ev)
     lr_override = {"lr": float(lr)} if lr is not None else {}
     images, labels = synset.training_data(labels, loss=ev["train"].get("loss", "ce"))
-    return evaluate_set(images, labels, test_images=test_images, test_labels=test_labels, num_classes=num_classes,
-                        model=model or model_spec(ev.get("model")) or preset["model"],
-                        train=TrainConfig.from_dict(ev["train"], **lr_override), runs=runs, seed=seed, device=device,
-                        progress=progress, desc=desc, validation=validation, checkpoint_every=ev.get("checkpoint_every"))
+    return SetToEvaluate(images, labels, model or model_spec(ev.get("model")) or preset["model"],
+                         TrainConfig.from_dict(ev["train"], **lr_override), desc)
+
+
+def evaluate_synthetic_set(synset, preset: dict, *, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                           runs: int, seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                           desc: str = "eval", model: dict | None = None, labels: torch.Tensor | None = None,
+                           lr: float | None = None, validation=None) -> EvalResult:
+    """One SyntheticSet under the preset's evaluation (:func:`synthetic_set_to_evaluate`);
+    ``evaluation.checkpoint_every`` turns on the checkpoint tests (:func:`evaluate_sets`)."""
+    one = synthetic_set_to_evaluate(synset, preset, desc=desc, model=model, labels=labels, lr=lr)
+    return evaluate_sets([one], test_images=test_images, test_labels=test_labels, num_classes=num_classes, runs=runs,
+                         seed=seed, device=device, progress=progress, validation=validation,
+                         checkpoint_every=preset["evaluation"].get("checkpoint_every"))[0]
 
 
 def evaluate_runs(train_runs, *, runs: int, seed: int, test_images: torch.Tensor, test_labels: torch.Tensor,

@@ -4,10 +4,15 @@ The stages, in order (:data:`STAGES`):
 
 ``noise``      realise the noise (``noisy_labels.npy`` + ``noise.json``; reused when it matches);
 ``baselines``  CE on the full noisy set (``results.full_noisy``) and each requested noisy-label baseline;
-``random``     draw the random real control and evaluate it;
 ``distill``    distil with the method (experts, where it has them, come from the shared expert cache);
+``random``     draw the random real control and evaluate it;
 ``evaluate``   evaluate the distilled set with the preset's protocol;
 ``controls``   hard labels, cross-architecture, the method's initialisation alone.
+
+The evaluations (``random``, ``evaluate``, ``controls``) are one step: every set not yet
+evaluated goes to :func:`ddlnl.evaluate.evaluate_sets` together, so the sets that share a
+recipe (the distilled set and its controls at its lr) can train side by side
+(``batch_networks``), and each row is saved as soon as its runs are done.
 
 Each finished step is saved in the run folder (:class:`ddlnl.stages.RunFolder`) under a key
 of everything it depends on (:class:`ddlnl.spec.ExperimentSpec` makes the keys), so an
@@ -20,13 +25,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, train_full_noisy
 from ddlnl.data.types import check_ipc
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import EvalResult, evaluate_synthetic_set, learned_lr
+from ddlnl.evaluate import EvalResult, SetToEvaluate, evaluate_sets, learned_lr, synthetic_set_to_evaluate
 from ddlnl.experiment import PreparedData, save_noise
 from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
@@ -45,7 +51,7 @@ from ddlnl.utils.runtime import (
 )
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
-STAGES = ("noise", "baselines", "random", "distill", "evaluate", "controls")
+STAGES = ("noise", "baselines", "distill", "random", "evaluate", "controls")
 
 
 @dataclass
@@ -125,13 +131,27 @@ class _Pipeline:
         write_json(self.folder.file("config.json"), spec.config() | {"resolved_preset": self.preset, "device": str(self.device)})
         self.data = self.stage_noise()
         results = self.stage_baselines(baselines)
-        results["random"] = recipe_random = self.evaluate_set("random", random_ctrl)
-        results["distilled"] = self.evaluate_set("distilled", distiller)
+        self.make_set("distilled", distiller)  # its learned lr sets the controls' lr, so it comes first
         # one lr per comparison: the controls train at the lr of the set they control (its learned lr, if any)
         self.set_lr = learned_lr(self.load_set("distilled"), self.preset["evaluation"])
+        sets = [self.set_evaluation("random", random_ctrl), self.set_evaluation("distilled", distiller)]
         if self.set_lr is not None:
-            results["random"] = self.evaluate_set("random", random_ctrl, lr=self.set_lr, stage="random_at_set_lr")
-        results["controls"], self.timings["controls"] = self.stage_controls(distiller)
+            sets.append(self.set_evaluation("random", random_ctrl, lr=self.set_lr, stage="random_at_set_lr"))
+        controls, control_items = self.control_evaluations(distiller)
+        rows = self.evaluate_together(sets + [item for _, item in control_items])
+        for row in rows[: len(sets)]:
+            self.timings["evaluate"] += row["seconds"]
+        recipe_random, distilled = rows[0], rows[1]
+        self.timings["experts"] += distilled["timings"]["experts"]
+        self.timings["distill"] += distilled["timings"]["distill"]
+        results["random"], results["distilled"] = (rows[2] if self.set_lr is not None else recipe_random), distilled
+        for (path, _), row in zip(control_items, rows[len(sets):], strict=True):
+            target = controls
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = row
+        self.timings["controls"] = sum(row.get("seconds", 0.0) for row in rows[len(sets):])
+        results["controls"] = controls
         if self.set_lr is not None:
             results["controls"]["random_recipe_lr"] = recipe_random
         self.timings["total"] = time.perf_counter() - t0
@@ -225,49 +245,50 @@ class _Pipeline:
             ctx.checkpoint.unlink(missing_ok=True)
         return made
 
-    def evaluate_set(self, role: str, dist, *, lr: float | None = None, stage: str | None = None) -> dict:
-        """Make the set (its own stage), then evaluate it (the ``random`` / ``evaluate`` stage), at
-        ``lr`` when given (a control at the lr of the set it controls)."""
-        def evaluate():
+    def set_evaluation(self, role: str, dist, *, lr: float | None = None, stage: str | None = None) -> "_Evaluation":
+        """The ``random`` / ``distilled`` row (stage ``role``, or ``stage``): the set made (its own
+        stage), then evaluated at ``lr`` when given (a control at the lr of the set it controls)."""
+        def prepare():
             made = self.make_set(role, dist)
             at = "" if lr is None else f" at lr {lr:.4g}"
             self.log(f"[ddlnl] evaluating the {role} set{at} ({self.preset['evaluation'].get('runs', 1)} runs, "
                      f"{self.spec.eval_protocol} protocol)")
-            ev = self.eval_synset(self.load_set(role), role, lr=lr)
-            dt, n_distill = made["timings"], made["distill_images_processed"]
-            return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed")},
-                            protocol=self.spec.eval_protocol,
-                            cost=_cost(self.device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,
-                                       distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
-                                       eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
+
+            def finish(ev: EvalResult) -> dict:
+                dt, n_distill = made["timings"], made["distill_images_processed"]
+                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed")},
+                                protocol=self.spec.eval_protocol,
+                                cost=_cost(self.device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,
+                                           distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
+                                           eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
+
+            return self.to_evaluate(self.load_set(role), role, lr=lr), finish
 
         key = self.set_key(dist) | {"evaluation": self.spec.evaluation_key()} | ({} if lr is None else {"lr": lr})
-        saved = self.folder.stage((stage or role) + self.suffix, key, evaluate)
-        self.timings["evaluate"] += saved["seconds"]
-        if role == "distilled":
-            self.timings["experts"] += saved["timings"]["experts"]
-            self.timings["distill"] += saved["timings"]["distill"]
-        return saved
+        return _Evaluation((stage or role) + self.suffix, key, prepare)
 
-    def stage_controls(self, distiller) -> tuple[dict, float]:
-        """Hard-label, cross-architecture and init-only controls of the distilled set (each a saved stage)."""
+    def control_evaluations(self, distiller) -> tuple[dict, list[tuple[tuple[str, ...], "_Evaluation"]]]:
+        """Hard-label, cross-architecture and init-only controls of the distilled set: the skipped ones
+        as rows, and the others as (where in ``results.controls``, evaluation) pairs."""
         controls: dict = {"random_real": {"see": "results.random"}}
-        seconds = 0.0
+        items: list[tuple[tuple[str, ...], _Evaluation]] = []
         key = self.set_key(distiller) | {"evaluation": self.spec.evaluation_key(), "control_lr": "the distilled set's"}
 
-        def staged(name: str, extra_key: dict, compute) -> dict:
-            nonlocal seconds
-            saved = self.folder.stage(f"control_{name}{self.suffix}", key | extra_key, compute)
-            seconds += saved.get("seconds", 0.0)
-            return saved
+        def control(path: tuple[str, ...], name: str, extra_key: dict, prepare) -> None:
+            items.append((path, _Evaluation(f"control_{name}{self.suffix}", key | extra_key, prepare)))
+            place = controls
+            for part in path[:-1]:
+                place = place.setdefault(part, {})
+            place[path[-1]] = None  # its row, once evaluated (keeps the controls in this order)
 
         # hard labels: soft-label sets evaluated with their argmax labels
         distilled = self.load_set("distilled")
         if distilled.label_kind == "soft":
             def hard():
                 self.log("[ddlnl] control: evaluating the distilled set with hard (argmax) labels")
-                return self.row(self.eval_synset(distilled, "hard labels", labels=distilled.hard_labels()), label_kind="hard")
-            controls["hard_labels"] = staged("hard_labels", {}, hard)
+                return (self.to_evaluate(distilled, "hard labels", labels=distilled.hard_labels()),
+                        lambda ev: self.row(ev, label_kind="hard"))
+            control(("hard_labels",), "hard_labels", {}, hard)
         else:
             controls["hard_labels"] = {"skipped": "the distilled set has hard labels: its main row is the hard-label evaluation"}
 
@@ -276,18 +297,17 @@ class _Pipeline:
         if model is None:
             controls["cross_arch"] = {"skipped": "evaluation.cross_arch is null in this preset (set it to e.g. resnet18)"}
         else:
-            cross = {"model": model}
+            controls["cross_arch"] = {"model": model}
             for role in ("random", "distilled"):
-                def compute(role=role):
+                def cross(role=role):
                     self.log(f"[ddlnl] control: training {model['name']} on the {role} set")
-                    return self.row(self.eval_synset(self.load_set(role), f"{role} {model['name']}", model=model,
-                                                     lr=self.set_lr if role == "random" else None))
-                cross[role] = staged(f"cross_arch_{role}", {"cross_model": model, "role": role}, compute)
-            controls["cross_arch"] = cross
+                    return (self.to_evaluate(self.load_set(role), f"{role} {model['name']}", model=model,
+                                             lr=self.set_lr if role == "random" else None), self.row)
+                control(("cross_arch", role), f"cross_arch_{role}", {"cross_model": model, "role": role}, cross)
 
         # init-only: the method's own initialisation (e.g. DATM's correctly-predicted real images), no distillation
         if distiller.capabilities.init_only:
-            def compute_init():
+            def init():
                 self.log(f"[ddlnl] control: {distiller.name}'s initialisation alone (no distillation)")
                 ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress)
                 start = time.perf_counter()
@@ -295,16 +315,40 @@ class _Pipeline:
                 build_s = time.perf_counter() - start
                 synset.meta.update(self.spec.synset_meta(self.data) | {"method": f"{distiller.name}:init_only", "ipc": self.spec.ipc})
                 synset.save(self.folder.file("init_only.safetensors"))
-                ev = self.eval_synset(synset, "init only", lr=self.set_lr)
-                return self.row(ev, label_kind=synset.label_kind, synset="init_only.safetensors", build_seconds=build_s,
-                                build_images_processed=ctx.images_processed,
-                                cost=_cost(self.device, build_s + ev.seconds, ctx.images_processed + ev.images_processed,
-                                           distill_seconds=build_s, distill_images_processed=ctx.images_processed,
-                                           eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
-            controls["init_only"] = staged("init_only", {}, compute_init)
+
+                def finish(ev: EvalResult) -> dict:
+                    return self.row(ev, label_kind=synset.label_kind, synset="init_only.safetensors", build_seconds=build_s,
+                                    build_images_processed=ctx.images_processed,
+                                    cost=_cost(self.device, build_s + ev.seconds, ctx.images_processed + ev.images_processed,
+                                               distill_seconds=build_s, distill_images_processed=ctx.images_processed,
+                                               eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
+
+                return self.to_evaluate(synset, "init only", lr=self.set_lr), finish
+            control(("init_only",), "init_only", {}, init)
         else:
             controls["init_only"] = {"skipped": f"method {distiller.name!r} has no init-only control"}
-        return controls, seconds
+        return controls, items
+
+    def evaluate_together(self, items: list["_Evaluation"]) -> list[dict]:
+        """Each item's saved row, or, for those not yet saved, their sets evaluated together (sets that
+        share a recipe train side by side under ``batch_networks``), each row saved as soon as it is done."""
+        rows = [self.folder.load(item.stage, item.key) for item in items]
+        todo = [i for i, row in enumerate(rows) if row is None]
+        if not todo:
+            return rows
+        prepared = [items[i].prepare() for i in todo]
+        data = self.data
+
+        def save(j: int, ev: EvalResult) -> None:  # as soon as a set's runs are done: a kill loses no finished row
+            i = todo[j]
+            rows[i] = prepared[j][1](ev)
+            self.folder.save(items[i].stage, items[i].key, rows[i])
+
+        evaluate_sets([p[0] for p in prepared], test_images=data.x_test, test_labels=data.y_test, num_classes=data.num_classes,
+                      runs=self.preset["evaluation"].get("runs", 1), seed=self.spec.seed, device=self.device,
+                      progress=self.progress, validation=data.validation,
+                      checkpoint_every=self.preset["evaluation"].get("checkpoint_every"), on_result=save)
+        return rows
 
     # -- helpers --------------------------------------------------------------------------
     def load_set(self, role: str) -> SyntheticSet:
@@ -312,16 +356,12 @@ class _Pipeline:
             self.sets[role] = SyntheticSet.load(self.folder.file(f"{role}.safetensors"))
         return self.sets[role]
 
-    def eval_synset(self, synset: SyntheticSet, desc: str, *, model: dict | None = None,
-                    labels: torch.Tensor | None = None, lr: float | None = None) -> EvalResult:
-        """The preset's evaluation protocol applied to a set. ``model`` replaces the evaluation
-        network (cross-architecture control); ``labels`` the set's labels (hard-label control);
-        ``lr`` the learning rate (else the set's learned lr, else the recipe's)."""
-        data = self.data
-        return evaluate_synthetic_set(synset, self.preset, test_images=data.x_test, test_labels=data.y_test,
-                                      num_classes=data.num_classes, runs=self.preset["evaluation"].get("runs", 1), seed=self.spec.seed,
-                                      device=self.device, progress=self.progress, desc=desc, model=model, labels=labels, lr=lr,
-                                      validation=data.validation)
+    def to_evaluate(self, synset: SyntheticSet, desc: str, *, model: dict | None = None,
+                    labels: torch.Tensor | None = None, lr: float | None = None) -> SetToEvaluate:
+        """The preset's evaluation protocol for a set. ``model`` replaces the evaluation network
+        (cross-architecture control); ``labels`` the set's labels (hard-label control); ``lr`` the
+        learning rate (else the set's learned lr, else the recipe's)."""
+        return synthetic_set_to_evaluate(synset, self.preset, desc=desc, model=model, labels=labels, lr=lr)
 
     def row(self, ev: EvalResult, **extra) -> dict:
         """An evaluation as a result row (see :mod:`ddlnl.results`), with its cost unless ``extra`` gives one."""
@@ -332,6 +372,16 @@ class _Pipeline:
             row |= {"val_acc_mean": ev.val_acc_mean, "val_accs": ev.val_accs}
         row |= ev.best_checkpoint()  # evaluation.checkpoint_every: the published best-of-checkpoints, beside the headline
         return row | {"cost": _cost(self.device, ev.seconds, ev.images_processed)} | extra
+
+
+@dataclass
+class _Evaluation:
+    """One evaluation row of a run: its stage and key, and ``prepare() -> (SetToEvaluate, finish)``,
+    called only when the stage is not saved yet; ``finish(EvalResult)`` makes the row."""
+
+    stage: str
+    key: dict
+    prepare: Callable[[], tuple[SetToEvaluate, Callable[[EvalResult], dict]]]
 
 
 def _cost(device, seconds: float, images: int, **breakdown) -> dict:

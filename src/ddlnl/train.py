@@ -445,8 +445,8 @@ def train_network(
     return train_networks([training], cfg, progress=progress, desc=desc)[0]
 
 
-def train_networks(trainings: Sequence[Training], cfg: TrainConfig, *, progress: bool = False,
-                   desc: str = "train") -> list[TrainStats]:
+def train_networks(trainings: Sequence[Training], cfg: TrainConfig, *, progress: bool = False, desc: str = "train",
+                   on_done: Callable[[int, TrainStats], None] | None = None) -> list[TrainStats]:
     """Run independent trainings of one recipe, ``cfg.batch_networks`` of them side by side.
 
     Trainings that can be stacked (one network each, of one architecture, the same number of
@@ -455,38 +455,37 @@ def train_networks(trainings: Sequence[Training], cfg: TrainConfig, *, progress:
     augmentation and CutMix draws (from its own generator, in the order a lone training draws them)
     and optimiser state, so a stacked training equals the same training run alone up to float
     rounding. Returns one :class:`TrainStats` per training, in order; a group's wall time is shared
-    evenly among its trainings.
+    evenly among its trainings. ``on_done(i, stats)`` is called as soon as training i has finished
+    (with its group), so a caller can keep finished work before the rest is done.
     """
     trainings = list(trainings)
-    if not trainings:
-        return []
-    k = resolve_batch_networks(cfg, trainings)
     stats: list[TrainStats | None] = [None] * len(trainings)
-    for group in stack_groups(trainings, k):
+    for group in stack_groups(trainings, cfg):
         for i, s in zip(group, _train_group([trainings[i] for i in group], cfg, progress, desc), strict=True):
             stats[i] = s
+            if on_done is not None:
+                on_done(i, s)
     return stats
 
 
-def stack_groups(trainings: Sequence[Training], k: int) -> list[list[int]]:
-    """Indices of the trainings, in groups of at most ``k`` that start at the same epoch."""
-    by_first: dict[int, list[int]] = {}
+def stack_groups(trainings: Sequence[Training], cfg: TrainConfig) -> list[list[int]]:
+    """The trainings' indices in the groups that train side by side, in order of their first member:
+    stackable trainings (one network, a plain hook) of one architecture, image shape, device and
+    resume epoch, at most :func:`networks_at_once` per group; every other training alone."""
+    groups, kinds = [], {}
     for i, t in enumerate(trainings):
-        by_first.setdefault(t.first_epoch, []).append(i)
-    return [idx[j : j + k] for idx in by_first.values() for j in range(0, len(idx), k)]
-
-
-def resolve_batch_networks(cfg: TrainConfig, trainings: Sequence[Training]) -> int:
-    """How many of ``trainings`` run stacked at once: 1 unless all can be stacked; else
-    ``cfg.batch_networks``, where ``auto`` is 1 on a CPU and memory-sized on a GPU."""
-    first = trainings[0]
-    nets = first.nets
-    if len(trainings) == 1 or cfg.batch_networks == 1:
-        return 1
-    shapes = {(tuple(t.images.shape), len(t.nets), type(t.nets[0])) for t in trainings}
-    if len(shapes) > 1 or len(nets) > 1 or not all((t.hook or TrainHook()).stackable for t in trainings):
-        return 1
-    return networks_at_once(cfg, nets[0], first.images.shape[1:], len(trainings))
+        net = t.nets[0]
+        if cfg.batch_networks == 1 or len(t.nets) > 1 or not (t.hook or TrainHook()).stackable:
+            groups.append([i])
+            continue
+        kind = (t.first_epoch, tuple(t.images.shape), type(net), tuple((n, tuple(p.shape)) for n, p in net.state_dict().items()),
+                str(next(net.parameters()).device))
+        kinds.setdefault(kind, []).append(i)
+    for members in kinds.values():
+        first = trainings[members[0]]
+        k = networks_at_once(cfg, first.nets[0], first.images.shape[1:], len(members))
+        groups += [members[j : j + k] for j in range(0, len(members), k)]
+    return sorted(groups, key=lambda g: g[0])
 
 
 def networks_at_once(cfg: TrainConfig, net: nn.Module, image_shape: Sequence[int], count: int) -> int:
