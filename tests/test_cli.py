@@ -172,3 +172,63 @@ def test_yaml_1_2_floats_are_numbers_in_overrides_and_preset_files(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text((PRESET_DIR / "smoke.yaml").read_text().replace("lr_lr: 1.0e-7, lr_y", "lr_lr: 1e-7, lr_y"))
     assert load_preset(str(path))["methods"]["datm"]["lr_lr"] == 1e-7
+
+
+def test_bare_ddlnl_prints_help_and_version(capsys):
+    from ddlnl import __version__
+    from ddlnl.cli import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ddlnl") and "preset" in out and "study" in out
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ddlnl {__version__}"
+
+
+def test_every_option_help_shows_its_default(capsys):
+    from ddlnl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for shown in ("run seed (python, numpy, torch) (default: 0)", "(default: quick)", "(default: datm)", "{common,native}"):
+        assert shown in out, shown
+    assert "(default: False)" not in out  # flags say nothing
+
+
+def test_preset_list_and_show_print_the_file_with_its_comments(capsys):
+    from ddlnl.cli import main
+    from ddlnl.presets import PRESET_DIR
+
+    assert main(["preset", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "quick  version" in out and "smoke  version" in out and "2-core CPU" in out
+    assert main(["preset", "show", "quick"]) == 0
+    assert capsys.readouterr().out == (PRESET_DIR / "quick.yaml").read_text()
+    assert main(["preset", "show", "fast"]) == 2
+    assert "unknown preset 'fast'" in capsys.readouterr().err
+
+
+def test_studies_ship_with_the_package_and_load_by_name_anywhere(tmp_path, monkeypatch, capsys):
+    """`ddlnl study smoke` (or studies/smoke.yaml) works from any folder, as after `pip install`."""
+    from ddlnl.cli import main
+    from ddlnl.study.spec import BUILTIN_STUDIES, load_study
+
+    monkeypatch.chdir(tmp_path)  # no studies/ folder here
+    assert main(["study", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke" in out and "cifar10-findings-quick" in out
+    assert load_study("smoke").cells == load_study("studies/smoke.yaml").cells == load_study(BUILTIN_STUDIES / "smoke.yaml").cells
+    assert main(["study", "smoke", "--out", str(tmp_path / "s"), "--list"]) == 0
+    assert "smoke: 7 cells" in capsys.readouterr().out
+    assert main(["study", "nosuch", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "no built-in study is called 'nosuch'" in err and "smoke" in err
+    assert main(["study", "smoke"]) == 2 and "needs --out" in capsys.readouterr().err
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ddlnl"]
+    files = list(BUILTIN_STUDIES.glob("*.yaml"))
+    assert len(files) >= 16 and all(any(f.relative_to(root / "src" / "ddlnl").match(p) for p in patterns) for f in files)

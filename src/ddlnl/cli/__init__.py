@@ -1,7 +1,8 @@
 """The ``ddlnl`` command line: one module per command, one error handler for all of them.
 
 Every error a user can fix prints one paragraph (problem and fix) and exits with status 2;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. Bare ``ddlnl`` prints the help; every option's help
+ends with its default.
 """
 
 from __future__ import annotations
@@ -10,17 +11,33 @@ import argparse
 import sqlite3
 import sys
 
-from ddlnl.cli import data, distill, evaluate, methods, noise, report, run, study
+from ddlnl import __version__
+from ddlnl.cli import data, distill, evaluate, methods, noise, preset, report, run, study
 from ddlnl.cli.common import check_paths
 from ddlnl.errors import DdlnlError
 
-COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, data, methods, study, report)}
+COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, data, methods, preset, study, report)}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless it names one already, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddlnl", description="Dataset distillation as a label denoiser: measured.")
+    parser = argparse.ArgumentParser(prog="ddlnl", description="Dataset distillation as a label denoiser: measured.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ddlnl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add(*a, **({"formatter_class": HelpFormatter} | kw))  # every command's help shows defaults
     for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
@@ -31,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    if not argv:
-        argv = ["run"]  # the README's main job: the default experiment
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["run"])
+    if args.command is None:  # bare `ddlnl`: what it can do (the main job is `ddlnl run`)
+        parser.print_help()
+        return 0
     args.debug = debug
     try:
         check_paths(args)

@@ -9,8 +9,8 @@ from ddlnl.errors import ConfigError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="run a study (a YAML grid of experiments) into a folder with a results database")
-    p.add_argument("study", help="study YAML file, e.g. studies/smoke.yaml")
-    p.add_argument("--out", required=True, help="study folder (study.sqlite, cells/, noise/, baseline/); rerun to resume")
+    p.add_argument("study", help="study YAML file, a built-in study's name (e.g. smoke), or 'list' for the built-in studies")
+    p.add_argument("--out", help="study folder (study.sqlite, cells/, noise/, baseline/); rerun to resume")
     p.add_argument("--executor", default="local", choices=["local", "processes", "slurm"],
                    help="local: in this process, one cell at a time; processes: parallel subprocesses; slurm: one submitit job per cell")
     p.add_argument("--max-workers", type=int, default=None,
@@ -23,10 +23,24 @@ def add_parser(sub) -> None:
                         "or 'cifar10-worst-*'; repeat to select more; the other cells are left untouched")
 
 
+def list_builtin_studies() -> int:
+    from ddlnl.study.spec import BUILTIN_STUDIES, list_studies
+    from ddlnl.utils.yamlio import leading_comment
+
+    for name in list_studies():
+        print(f"{name:32s} {leading_comment(BUILTIN_STUDIES / f'{name}.yaml')}")
+    print("\nrun one with: ddlnl study NAME --out DIR")
+    return 0
+
+
 def main(args) -> int:
     from ddlnl.study.executors import run_study
     from ddlnl.study.spec import load_study
 
+    if args.study == "list" and not Path("list").exists():
+        return list_builtin_studies()
+    if args.out is None:
+        raise ConfigError("ddlnl study needs --out DIR", "pass the folder to run the study into, e.g. --out runs/smoke-study")
     if args.max_workers is not None and args.max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {args.max_workers}", "pass --max-workers 1 or more")
     spec = load_study(args.study)

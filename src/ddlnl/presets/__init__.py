@@ -38,8 +38,8 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str) -> dict:
-    """Load a built-in preset by name, or a YAML file by path, and validate its shape."""
+def preset_file(name_or_path: str) -> Path:
+    """The YAML file of a built-in preset name, or the given preset path."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = PRESET_DIR / f"{name_or_path}.yaml"
@@ -48,6 +48,12 @@ def load_preset(name_or_path: str) -> dict:
                 f"unknown preset {name_or_path!r}",
                 f"use one of: {', '.join(list_presets())}, or the path of a preset YAML file",
             )
+    return path
+
+
+def load_preset(name_or_path: str) -> dict:
+    """Load a built-in preset by name, or a YAML file by path, and validate its shape."""
+    path = preset_file(name_or_path)
     try:
         preset = load_yaml(path.read_text())
     except yaml.YAMLError as e:

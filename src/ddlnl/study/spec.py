@@ -204,10 +204,30 @@ class StudySpec:
 
 # -- loading and validation ---------------------------------------------------------------
 
+BUILTIN_STUDIES = Path(__file__).parent / "studies"  # package data; the repository's studies/ links here
+
+
+def list_studies() -> list[str]:
+    """The names of the studies that ship with ddlnl (``ddlnl study list``)."""
+    return sorted(p.stem for p in BUILTIN_STUDIES.glob("*.yaml"))
+
+
+def study_path(name_or_path: str | Path) -> Path:
+    """A study file: the path when it exists, else the built-in study of that name (``smoke``, or
+    ``studies/smoke.yaml`` outside a checkout: the file name picks the built-in one)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if (BUILTIN_STUDIES / f"{name}.yaml").is_file():
+        return BUILTIN_STUDIES / f"{name}.yaml"
+    raise ConfigError(f"study file {path} does not exist and no built-in study is called {name!r}",
+                      f"pass the path of a study YAML file, or a built-in study: {', '.join(list_studies())} (ddlnl study list)")
+
+
 def load_study(path: str | Path) -> StudySpec:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"study file {path} does not exist", "pass the path of a study YAML file, e.g. studies/smoke.yaml")
+    """A study by path, or a built-in one by name (:func:`study_path`)."""
+    path = study_path(path)
     try:
         raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:

@@ -9,6 +9,7 @@ otherwise ``yaml.SafeLoader``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import yaml
 
@@ -26,3 +27,17 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_EXPONENT, list("
 def load_yaml(text: str):
     """Parse YAML text safely (``yaml.SafeLoader`` plus YAML 1.2 floats); raises ``yaml.YAMLError``."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def leading_comment(path: Path, width: int = 110) -> str:
+    """The first sentence of a YAML file's leading comment block: how the built-in presets and
+    studies say what they are (``ddlnl preset list``, ``ddlnl study list``)."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    text = " ".join(words)
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
