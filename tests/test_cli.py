@@ -113,6 +113,10 @@ def test_smoke_run_writes_result_and_resumes(root):
     assert r2.returncode == 0 and "training on the full noisy set" not in r2.stdout
     res2 = json.loads((out / "result.json").read_text())
     assert res2["results"]["distilled"]["accs"] == res["results"]["distilled"]["accs"]
+    # -q: the result table and nothing of the progress (the stdlib logger 'ddlnl' at WARNING)
+    assert "[ddlnl] loading cifar10" in r.stdout
+    r_quiet = ddlnl("run", "-q", "--preset", "smoke", "--ipc", "2", "--data-root", str(root), "--out", str(out), "--no-progress")
+    assert r_quiet.returncode == 0 and "[ddlnl]" not in r_quiet.stdout and "| full noisy set (CE) |" in r_quiet.stdout
     # the saved distilled set evaluates through `ddlnl evaluate`
     r3 = ddlnl("evaluate", str(out / "distilled.safetensors"), "--data-root", str(root), "--json", "--no-progress")
     assert r3.returncode == 0, r3.stderr

@@ -12,8 +12,18 @@ import sqlite3
 import sys
 
 from ddlnl import __version__
-from ddlnl.cli import data, distill, evaluate, methods, noise, preset, report, run, study
-from ddlnl.cli.common import check_paths
+from ddlnl.cli import (
+    data,
+    distill,
+    evaluate,
+    methods,
+    noise,
+    preset,
+    report,
+    run,
+    study,
+)
+from ddlnl.cli.common import add_verbosity_args, check_paths
 from ddlnl.errors import DdlnlError
 
 COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, data, methods, preset, study, report)}
@@ -37,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add = sub.add_parser
-    sub.add_parser = lambda *a, **kw: add(*a, **({"formatter_class": HelpFormatter} | kw))  # every command's help shows defaults
+
+    def add_command(*a, **kw) -> argparse.ArgumentParser:  # every command: defaults in its help, -q / -v
+        p = add(*a, **({"formatter_class": HelpFormatter} | kw))
+        add_verbosity_args(p)
+        return p
+
+    sub.add_parser = add_command
     for module in COMMANDS.values():
         module.add_parser(sub)
     return parser

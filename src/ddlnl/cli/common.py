@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ddlnl.errors import ConfigError
@@ -90,3 +91,32 @@ def check_paths(args) -> None:
         raise ConfigError(f"--out {out} is a file; {args.command} writes a folder there", "pass a new or existing folder for --out")
     if out and args.command == "distill" and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; distill writes one .safetensors file", "pass a file path, e.g. --out set.safetensors")
+
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """``-q`` / ``-v`` on every command: how much of the work's progress it reports."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="report only warnings and the result")
+    g.add_argument("-v", "--verbose", action="store_true", help="report debug messages too")
+
+
+def progress_log(args, stream=None):
+    """A ``log`` callable for the library's progress messages, through the stdlib logger ``ddlnl``
+    (to stdout, or ``stream``): at INFO, or WARNING for ``[ddlnl] warning: ...``; ``-q`` keeps only
+    warnings, ``-v`` adds DEBUG. Progress bars are tqdm's and unaffected."""
+    import logging
+
+    logger = logging.getLogger("ddlnl")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.DEBUG if getattr(args, "verbose", False)
+                    else logging.INFO)
+
+    def log(message: str) -> None:
+        head = message.split(":", 1)[0].lower()
+        logger.log(logging.WARNING if head.endswith("warning") else logging.INFO, message)
+
+    return log

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddlnl.cli.common import add_experiment_args, apply_runtime_flags, checkpoint_every, experiment_spec
+from ddlnl.cli.common import (
+    add_experiment_args,
+    apply_runtime_flags,
+    checkpoint_every,
+    experiment_spec,
+    progress_log,
+)
 
 
 def add_parser(sub) -> None:
@@ -24,7 +30,7 @@ def main(args) -> int:
     seed_everything(spec.seed)
     data = spec.prepare_data()
     check_ipc(data.noisy.labels, data.num_classes, spec.ipc)
-    ctx = spec.distill_context(data, device, progress=not args.no_progress, checkpoint=Path(str(args.out) + ".checkpoint.pt"),
+    ctx = spec.distill_context(data, device, log=progress_log(args), progress=not args.no_progress, checkpoint=Path(str(args.out) + ".checkpoint.pt"),
                                checkpoint_every_s=checkpoint_every(args))
     synset = distiller.run(ctx, spec.ipc)
     synset.meta.update(spec.synset_meta(data) | {"timings_s": ctx.timings})

@@ -6,7 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-from ddlnl.cli.common import DEFAULTS, add_eval_arg, add_experiment_args, apply_runtime_flags, checkpoint_every, experiment_spec
+from ddlnl.cli.common import (
+    DEFAULTS,
+    add_eval_arg,
+    add_experiment_args,
+    apply_runtime_flags,
+    checkpoint_every,
+    experiment_spec,
+    progress_log,
+)
 
 
 def add_parser(sub) -> None:
@@ -35,7 +43,7 @@ def main(args) -> int:
         print(write_json_text(cost) if args.json else format_plan(cost))
         return 0
     apply_runtime_flags(args)
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    log = progress_log(args, sys.stderr if args.json else None)
     result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ddlnl.cli.common import progress_log
 from ddlnl.errors import ConfigError
 
 
@@ -51,7 +52,7 @@ def main(args) -> int:
     spec.check()
     if args.list:
         return list_cells(spec, Path(args.out))
-    summary = run_study(spec, args.out, args.executor, args.max_workers)
+    summary = run_study(spec, args.out, args.executor, args.max_workers, log=progress_log(args))
     if args.report:
         from ddlnl.study.report import write_report
 
