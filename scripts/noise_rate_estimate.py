@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddlnl.baselines.gmm import fit_gmm_1d
+from ddlnl.baselines.gmm import fit_loss_mixture, low_component_probability
 from ddlnl.baselines.noise_rate import low_score_rate, predict_probs
 from ddlnl.errors import DdlnlError
 from ddlnl.evaluate import build_model
@@ -64,7 +64,7 @@ def estimates(val_probs, val_labels, train_probs, train_labels) -> dict[str, flo
     return {"low-score": low_score_rate(val_probs, val_labels)[0],
             "confident joint": confident_joint_rate(val_probs, val_labels, val_probs.shape[1]),
             "anchor": anchor_rate(val_probs),
-            "small-loss": float(1 - fit_gmm_1d(losses, max_iter=50).low_component_probability(losses).mean()),
+            "small-loss": float(1 - low_component_probability(fit_loss_mixture(losses, max_iter=50), losses).mean()),
             "network's disagreement with the held-out noisy labels": float((val_probs.argmax(1) != val_labels).mean())}
 
 

@@ -88,7 +88,7 @@ class DivideMixHook(TrainHook):
     ``clean`` (the true labels' agreement with the noisy ones) feeds the diagnostics only."""
 
     def __init__(self, options, clean: np.ndarray, seed: int):
-        self.o, self.clean = options, clean
+        self.o, self.clean, self.seed = options, clean, seed
         self.rng = np.random.default_rng(seed)  # mixup's Beta draws
         self.history: list[dict] = []
 
@@ -99,9 +99,10 @@ class DivideMixHook(TrainHook):
             self.history.append({"epoch": epoch, "phase": "warmup", "loss": self._warm})
             return [Sweep(tag=k) for k in (0, 1)]
         probs = []
-        for net in run.nets:
+        for k, net in enumerate(run.nets):
             probs.append(clean_probability(per_sample_losses(net, run.images, run.labels).numpy(), max_iter=o.gmm_max_iter,
-                                           tol=o.gmm_tol, reg_covar=o.gmm_reg_covar))
+                                           tol=o.gmm_tol, reg_covar=o.gmm_reg_covar,
+                                           seed=stream_seed(self.seed, "dividemix.gmm", epoch, k)))
             run.count(n)
         row = {"epoch": epoch, "phase": "dividemix", "labelled": [], "labelled_precision": [], "labelled_recall": []}
         sweeps = []
