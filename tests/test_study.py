@@ -488,3 +488,29 @@ def test_every_shipped_study_loads_and_names_existing_methods(path):
     if path.name.endswith("-paper.yaml"):
         assert methods == {"datm", "dance", "rcig"}
         assert set(spec.slurm.get("by_method", {})) <= methods
+
+
+def test_processes_executor_spreads_workers_over_the_visible_gpus(monkeypatch):
+    """Each worker gets the visible GPU with the fewest running workers, not all of them GPU 0."""
+    from ddlnl.study.executors import ProcessExecutor, visible_gpus
+
+    class Worker:
+        def __init__(self):
+            self.finished = False
+
+        def done(self):
+            return self.finished
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]
+    ex = ProcessExecutor(max_workers=3)
+    given = []
+    for _ in range(3):
+        gpu = ex.next_gpu()
+        ex.running.append((Worker(), gpu))
+        given.append(gpu)
+    assert given == ["3", "5", "3"]
+    ex.running[1][0].finished = True  # the worker on GPU 5 ends: the next one goes there
+    assert ex.next_gpu() == "5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == [] and ProcessExecutor().next_gpu() is None  # no GPU: the environment is left alone

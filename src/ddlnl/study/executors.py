@@ -167,21 +167,50 @@ class ProcessExecutor:
     def __init__(self, max_workers: int | None = None, **_):
         self.max_workers = max(1, int(max_workers or 2))
         self.threads = max(1, (os.cpu_count() or 1) // self.max_workers)
+        self.gpus = visible_gpus()
+        self.running: list[tuple[_Proc, str | None]] = []  # each worker and the GPU it was given
+
+    def next_gpu(self) -> str | None:
+        """The visible GPU with the fewest running workers (None without GPUs): workers spread over
+        every GPU instead of all landing on the first."""
+        if not self.gpus:
+            return None
+        self.running = [(p, g) for p, g in self.running if not p.done()]
+        load = {g: 0 for g in self.gpus}
+        for _, g in self.running:
+            load[g] = load.get(g, 0) + 1
+        return min(self.gpus, key=lambda g: load[g])
 
     def submit(self, job: dict, resources: dict | None = None):
         out = Path(job["out_dir"])
         out.mkdir(parents=True, exist_ok=True)
-        job = job | {"threads": job.get("threads") or self.threads}
+        gpu = self.next_gpu()
+        job = job | {"threads": job.get("threads") or self.threads} | ({} if gpu is None else {"gpu": gpu})
         job_path, outcome_path = out / "job.json", out / "outcome.json"
         outcome_path.unlink(missing_ok=True)
         write_json(job_path, job)
         env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         logf = open(out / "worker.log", "a")
         proc = subprocess.Popen([sys.executable, "-m", "ddlnl.study.executors", str(job_path), str(outcome_path)],
                                 stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        return _Proc(proc, outcome_path, logf)
+        handle = _Proc(proc, outcome_path, logf)
+        self.running.append((handle, gpu))
+        return handle
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs workers may be given: the entries of ``CUDA_VISIBLE_DEVICES`` when it is set, else
+    one per CUDA device torch counts (none without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
 class _Submitit:
