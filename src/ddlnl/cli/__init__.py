@@ -16,6 +16,7 @@ from ddlnl.cli import (
     data,
     distill,
     evaluate,
+    export,
     methods,
     noise,
     preset,
@@ -26,7 +27,7 @@ from ddlnl.cli import (
 from ddlnl.cli.common import add_verbosity_args, check_paths
 from ddlnl.errors import DdlnlError
 
-COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, data, methods, preset, study, report)}
+COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, export, data, methods, preset, study, report)}
 
 
 class HelpFormatter(argparse.HelpFormatter):
