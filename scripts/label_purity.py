@@ -26,7 +26,7 @@ from ddlnl.data.noise import NoiseSpec
 from ddlnl.decode import training_labels
 from ddlnl.experiment import prepare_data
 from ddlnl.presets import load_preset
-from ddlnl.synset import SyntheticSet
+from ddlnl.synset import SyntheticSet, match_training_images
 
 
 def main() -> None:
@@ -47,28 +47,21 @@ def main() -> None:
     print(f"{args.dataset} {args.noise} {args.rate}: {len(noisy)} training images, {(noisy != clean).mean():.1%} noisy labels")
     sources = None
     if args.sources:
-        sources, why = match_training_images(SyntheticSet.load(args.sources), train)
+        sources, why = match_training_images(SyntheticSet.load(args.sources).images, train)
         if sources is None:
             raise SystemExit(f"--sources {args.sources}: {why}")
     for path in args.sets:
         s = SyntheticSet.load(path)
-        idx, why = (sources, f"slots traced through {args.sources}") if sources is not None else match_training_images(s, train)
+        idx, why = (sources, f"slots traced through {args.sources}") if sources is not None else match_training_images(s.images, train)
         if idx is None:
             print(f"{path}: {why}: not a set of unmodified training images; no label purity (try --sources)")
             continue
+        idx = idx.numpy()
         if len(idx) != len(s.images):
             raise SystemExit(f"{path} has {len(s.images)} images but --sources has {len(idx)}")
         print(f"{path}: {len(idx)} images, {why}: clean labels {(noisy[idx] == clean[idx]).mean():.1%}")
         if s.label_kind == "soft":
             report_soft_labels(s, noisy[idx], clean[idx])
-
-
-def match_training_images(s: SyntheticSet, train: torch.Tensor):
-    """(training index per image, how) when every image is a training image up to rounding, else (None, why)."""
-    dist, idx = torch.cdist(s.images.float().flatten(1), train).topk(2, dim=1, largest=False)
-    match, runner_up = dist[:, 0], dist[:, 1]
-    how = f"match distance <= {float(match.max()):.3g}, next image >= {float(runner_up.min()):.3g}"
-    return (None, how) if bool((match > 0.5 * runner_up).any()) else (idx[:, 0].numpy(), how)
 
 
 def report_soft_labels(s: SyntheticSet, noisy: np.ndarray, clean: np.ndarray) -> None:

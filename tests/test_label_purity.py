@@ -1,10 +1,10 @@
-"""scripts/label_purity.py: matching set images back to training images, and the soft-label report."""
+"""Matching set images back to training images (synset), and scripts/label_purity.py's soft-label report."""
 
 import numpy as np
 import torch
 
 from ddlnl.data.preprocess import Preprocessor
-from ddlnl.synset import SyntheticSet
+from ddlnl.synset import SyntheticSet, match_training_images
 from tests.scripts_loader import load_script
 
 label_purity = load_script("label_purity")
@@ -18,10 +18,10 @@ def test_exact_training_images_match_and_moved_ones_do_not():
     g = torch.Generator().manual_seed(0)
     train = torch.rand(50, 3, 4, 4, generator=g)
     pick = torch.tensor([7, 3, 41])
-    idx, _ = label_purity.match_training_images(_set(train[pick] + 1e-6, torch.tensor([0, 1, 2])), train.flatten(1))
+    idx, _ = match_training_images(train[pick] + 1e-6, train)
     assert idx.tolist() == pick.tolist()
     moved = train[pick] + 0.5 * torch.randn(3, 3, 4, 4, generator=g)
-    idx, why = label_purity.match_training_images(_set(moved, torch.tensor([0, 1, 2])), train.flatten(1))
+    idx, why = match_training_images(moved, train)
     assert idx is None and "match distance" in why
 
 

@@ -79,6 +79,16 @@ class SyntheticSet:
         return _load_safetensors(path)
 
 
+def match_training_images(images: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+    """(training index of each image, how) when every image is a training image up to storage rounding,
+    else (None, why): which real images a random control or an initialisation was made of, so the
+    share of them whose noisy label is wrong can be counted (label purity) and shown."""
+    dist, idx = torch.cdist(images.float().flatten(1), train.float().flatten(1)).topk(2, dim=1, largest=False)
+    match, runner_up = dist[:, 0], dist[:, 1]
+    how = f"match distance <= {float(match.max()):.3g}, next image >= {float(runner_up.min()):.3g}"
+    return (None, how) if bool((match > 0.5 * runner_up).any()) else (idx[:, 0], how)
+
+
 def _load_safetensors(path: Path) -> SyntheticSet:
     from safetensors import SafetensorError, safe_open
 
