@@ -133,7 +133,7 @@ def tiny_data(n_per_class=24, c=3, rate=0.4, seed=0, side=8):
     noisy_labels = SimpleNamespace(labels=noisy, nominal_rate=rate, actual_rate=float(flip.mean()), spec=NoiseSpec("symmetric", rate, 0))
     return SimpleNamespace(
         num_classes=c, x_train=x, y_train_noisy=torch.as_tensor(noisy), noisy=noisy_labels, x_test=tx, y_test=ty, validation=None,
-        splits=SimpleNamespace(train=SimpleNamespace(labels=y.numpy())),
+        splits=SimpleNamespace(train=SimpleNamespace(labels=y.numpy())), label_correct=np.asarray(noisy) == y.numpy(),
     )
 
 
@@ -157,6 +157,11 @@ def test_coteaching_run_keeps_the_scheduled_small_loss_fraction():
         assert kept == pytest.approx(expected)
         assert abs(kept - (1 - rate)) <= 1 / bs + 1e-9
     assert 0 <= ev.acc_mean <= 1 and ev.images_processed == 2 * 72 * 4 and len(ev.per_class) == 3
+    # precision and recall of "kept = correctly labelled": both count the same kept-and-correct samples
+    sel, n_correct = run["selection"], int(data.label_correct.sum())
+    assert sel["kept_fraction"] == run["kept_fraction"][-1]
+    assert sel["precision"] * sel["kept_fraction"] * n == pytest.approx(sel["recall"] * n_correct)
+    assert 0 < sel["recall"] <= 1 and b.details.get("selection") is None  # per run; the run's row gets the mean
 
 
 # -- DivideMix ---------------------------------------------------------------------------------
@@ -199,6 +204,9 @@ def test_dividemix_runs_and_records_its_divisions():
     hist = b.details["runs"][0]["history"]
     assert [h["phase"] for h in hist] == ["warmup", "warmup", "dividemix", "dividemix"]
     assert all(0 < k <= 72 for h in hist[2:] for k in h["labelled"])
+    sel, correct = b.details["runs"][0]["selection"], data.label_correct
+    assert sel["kept_fraction"] * 72 == hist[-1]["labelled"][0]
+    assert sel["precision"] * hist[-1]["labelled"][0] == pytest.approx(sel["recall"] * correct.sum())
     assert 0 <= ev.acc_mean <= 1 and ev.images_processed > 2 * 72 * 4
     with pytest.raises(ConfigError, match="warmup"):
         create_baseline("dividemix", warmup=4).run(BaselineContext(data, PRESET))

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddlnl.data.noise import NoiseSpec, NoisyLabels, labels_digest, make_noisy_labels
+from ddlnl.data.given import apply_label_files, given_noisy_labels
+from ddlnl.data.imagefolder import PREFIX as FOLDER_PREFIX
+from ddlnl.data.noise import GIVEN_NOISE, NoiseSpec, NoisyLabels, labels_digest, make_noisy_labels
 from ddlnl.data.preprocess import Preprocessor
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.data.types import DatasetSplits
@@ -49,6 +51,14 @@ class PreparedData:
         return self.splits.num_classes
 
     @property
+    def label_correct(self) -> np.ndarray | None:
+        """Per training image, whether its noisy label is its clean one; None where no clean labels exist
+        (a user's own labels without --clean-labels): every clean-label analysis reads this, and skips on None."""
+        if not self.noisy.clean_known:
+            return None
+        return np.asarray(self.noisy.labels) == np.asarray(self.splits.train.labels)
+
+    @property
     def y_train_noisy(self) -> torch.Tensor:
         return torch.as_tensor(self.noisy.labels, dtype=torch.long)
 
@@ -82,19 +92,31 @@ def prepare_data(
     imbalance: float | None = None,
     seed: int = 0,
     saved_noise: Path | None = None,
+    labels: str | Path | None = None,
+    clean_labels: str | Path | None = None,
 ) -> PreparedData:
-    """Load, subsample, add noise and preprocess. ``saved_noise`` reuses a saved realisation."""
+    """Load, subsample, add noise and preprocess. ``saved_noise`` reuses a saved realisation; under
+    ``given`` noise the training labels are ``labels`` (a file; else the dataset's own) and the
+    clean ones ``clean_labels`` (see :func:`ddlnl.data.given.apply_label_files`)."""
     root = resolve_data_root(data_root)
     splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
+    given, clean_known = None, True
+    if noise.type == GIVEN_NOISE:
+        full = splits.train if splits.train_index is None else load_dataset(dataset, root).train
+        splits, given, clean_known = apply_label_files(splits, full, labels, clean_labels,
+                                                       own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
     data_cfg = preset.get("data", {})
     train_index = splits.train_index if splits.train_index is not None else np.arange(len(splits.train))
     train, test = splits.train, splits.test
     if data_cfg.get("train_per_class"):
         keep = per_class_subsample(train.labels, int(data_cfg["train_per_class"]), stream_seed(seed, "subsample.train"))
         train, train_index = train.subset(keep), train_index[keep]
+        given = None if given is None else given[keep]
     test = test_subset(test, data_cfg, seed)
     splits = DatasetSplits(splits.name, train, test, splits.source, train_index)
-    noisy = load_saved_noise(saved_noise, noise, train.labels) if saved_noise else None
+    noisy = load_saved_noise(saved_noise, noise, train.labels) if saved_noise and given is None else None
+    if given is not None:  # a file, not a draw: read again every time, never a saved copy
+        noisy = given_noisy_labels(given, train.labels if clean_known else None, noise, train.num_classes)
     if noisy is None:
         noisy = make_noisy_labels(dataset, train.labels, train.num_classes, noise, data_root=root, train_index=train_index)
     realised, realised_clean, held = noisy, train.labels, None
@@ -193,9 +215,15 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbalance: float | None = None, seed: int = 0):
+def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbalance: float | None = None, seed: int = 0,
+                       labels: str | Path | None = None, clean_labels: str | Path | None = None):
     """The training split and one noise realisation, without preprocessing (``ddlnl noise``)."""
     root = resolve_data_root(data_root)
     splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
+    if noise.type == GIVEN_NOISE:
+        full = splits.train if splits.train_index is None else load_dataset(dataset, root).train
+        splits, given, clean_known = apply_label_files(splits, full, labels, clean_labels,
+                                                       own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
+        return splits, given_noisy_labels(given, splits.train.labels if clean_known else None, noise, splits.num_classes)
     noisy = make_noisy_labels(dataset, splits.train.labels, splits.num_classes, noise, data_root=root, train_index=splits.train_index)
     return splits, noisy

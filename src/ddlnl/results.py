@@ -6,13 +6,14 @@ A result is a JSON object written by ``ddlnl run`` (and by every study cell)::
      "preset", "preset_version", "overrides", "seed", "imbalance", "num_train", "num_test", "classes",
      "results": {"full_noisy": ROW, "baselines": {NAME: ROW}, "random": ROW, "distilled": ROW,
                  "controls": {NAME: ROW | {"model": ..., "random": ROW, "distilled": ROW} | SKIPPED}},
-     "timings_s", "device", "machine", "versions"}
+     "notes", "timings_s", "device", "machine", "versions"}
 
 A ROW is an evaluation (``acc_mean``, ``acc_std``, ``accs``, ``runs``, ``per_class``,
 ``confusion``, ``cost`` ...); SKIPPED is ``{"skipped": why}``. Sections nest: any mapping
 under ``baselines`` or ``controls`` that holds ``acc_mean`` is a row, one that holds
 ``skipped`` a skipped row, and any other mapping is a group whose members are read the same
-way (the cross-architecture control is such a group). So a new control needs no change here,
+way (the cross-architecture control is such a group). ``actual_rate`` and ``nominal_rate`` are
+null, and ``notes`` says why, when a user's own labels come without clean ones. So a new control needs no change here,
 in the CLI table, in the study database or in the report: :func:`evaluated_rows` finds it.
 
 Version 1 (no ``schema_version``) had the same shape; version 2 added the version field.
@@ -165,7 +166,8 @@ def format_result_table(result: dict) -> str:
     The test accuracy is the final epoch's; with ``evaluation.checkpoint_every`` a second column,
     named for what it is, holds the best over the tested epochs (the published protocol)."""
     n = result["noise"]
-    head = (f"{result['dataset']} | noise {n['type']} (nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}, "
+    rates = "rate unknown: no clean labels" if n["actual_rate"] is None else f"nominal {n['nominal_rate']:.2f}, actual {n['actual_rate']:.4f}"
+    head = (f"{result['dataset']} | noise {n['type']} ({rates}, "
             f"seed {n['seed']}) | {result['method']} IPC {result['ipc']} | preset {result['preset']}")
     rows = evaluated_rows(result)
     # With a validation split (data.validation), the held-out noisy labels' score: what choices are made on.

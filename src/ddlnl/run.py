@@ -27,13 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, train_full_noisy
+from ddlnl.data.given import NO_CLEAN_LABELS_NOTE
+from ddlnl.data.noise import selection_scores
 from ddlnl.data.types import check_ipc
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import EvalResult, SetToEvaluate, evaluate_sets, learned_lr, synthetic_set_to_evaluate
 from ddlnl.experiment import PreparedData, save_noise
+from ddlnl.export import class_grid_png
 from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
 from ddlnl.results import SCHEMA_VERSION, write_result
@@ -154,6 +158,7 @@ class _Pipeline:
         results["controls"] = controls
         if self.set_lr is not None:
             results["controls"]["random_recipe_lr"] = recipe_random
+        self.write_set_picture()
         self.timings["total"] = time.perf_counter() - t0
         data = self.data
         result = {
@@ -165,7 +170,7 @@ class _Pipeline:
             "overrides": spec.resolved.applied, "seed": spec.seed, "imbalance": spec.imbalance,
             "num_train": len(data.splits.train), "num_test": len(data.splits.test),
             "num_validation": 0 if data.validation is None else len(data.validation.index), "classes": list(data.splits.train.classes),
-            "seed_scheme": SEED_SCHEME, "results": results, "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
+            "seed_scheme": SEED_SCHEME, "results": results, "notes": [] if data.noisy.clean_known else [NO_CLEAN_LABELS_NOTE], "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
         }
         write_result(self.folder.file("result.json"), result)
         return result
@@ -179,7 +184,9 @@ class _Pipeline:
         check_ipc(data.noisy.labels, data.num_classes, spec.ipc)  # before any training
         held = "" if data.validation is None else f", {len(data.validation.index)} held out for validation (noisy labels)"
         self.log(f"[ddlnl] {len(data.splits.train)} training images{held}, {len(data.splits.test)} test images, "
-                 f"noise {spec.noise.type}: nominal {data.noisy.nominal_rate:.4f}, actual {data.noisy.actual_rate:.4f}")
+                 f"noise {spec.noise.type}: {data.noisy.rates_text()}")
+        if not data.noisy.clean_known:
+            self.log(f"[ddlnl] note: {NO_CLEAN_LABELS_NOTE}")
         return data
 
     def stage_baselines(self, baselines: list) -> dict:
@@ -213,7 +220,7 @@ class _Pipeline:
                 self.log(f"[ddlnl] training baseline {b.name} on the full noisy set")
                 ev = b.run(BaselineContext(self.data, preset, device=self.device, seed=self.spec.seed, progress=self.progress,
                                            log=self.log))
-                return self.row(ev, options=b.options_dict(), details=b.details)
+                return self.row(ev, options=b.options_dict(), details=b.details, **({"selection": b.selection} if b.selection else {}))
 
             saved = self.folder.stage(f"baseline_{b.name}", base_key | {"name": b.name, "options": b.options_dict()}, train)
             results["baselines"][b.name] = saved
@@ -239,7 +246,8 @@ class _Pipeline:
         synset.save(self.folder.file(f"{role}.safetensors"))
         self.sets[role] = synset
         made = {"timings": {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)},
-                "label_kind": synset.label_kind, "synset": f"{role}.safetensors", "distill_images_processed": ctx.images_processed}
+                "label_kind": synset.label_kind, "synset": f"{role}.safetensors", "distill_images_processed": ctx.images_processed,
+                **self.selection(ctx)}
         self.folder.save(f"{role}_set", key, made)
         if ctx.checkpoint is not None:
             ctx.checkpoint.unlink(missing_ok=True)
@@ -256,7 +264,8 @@ class _Pipeline:
 
             def finish(ev: EvalResult) -> dict:
                 dt, n_distill = made["timings"], made["distill_images_processed"]
-                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed")},
+                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed", "selection")
+                                       if k in made},
                                 protocol=self.spec.eval_protocol,
                                 cost=_cost(self.device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,
                                            distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
@@ -312,12 +321,14 @@ class _Pipeline:
                 ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress)
                 start = time.perf_counter()
                 synset = distiller.init_only(ctx, self.spec.ipc)
+                ctx.stamp_init_index(synset)
                 build_s = time.perf_counter() - start
                 synset.meta.update(self.spec.synset_meta(self.data) | {"method": f"{distiller.name}:init_only", "ipc": self.spec.ipc})
                 synset.save(self.folder.file("init_only.safetensors"))
 
                 def finish(ev: EvalResult) -> dict:
                     return self.row(ev, label_kind=synset.label_kind, synset="init_only.safetensors", build_seconds=build_s,
+                                    **self.selection(ctx),
                                     build_images_processed=ctx.images_processed,
                                     cost=_cost(self.device, build_s + ev.seconds, ctx.images_processed + ev.images_processed,
                                                distill_seconds=build_s, distill_images_processed=ctx.images_processed,
@@ -350,7 +361,24 @@ class _Pipeline:
                       checkpoint_every=self.preset["evaluation"].get("checkpoint_every"), on_result=save)
         return rows
 
+    def write_set_picture(self) -> None:
+        """``distilled.png``: the distilled set, a row per class; slots that started from a real image
+        whose noisy label is wrong are framed in red (where clean labels and the slots' sources are known)."""
+        distilled, correct = self.load_set("distilled"), self.data.label_correct
+        init = distilled.meta.get("init_index")
+        wrong = None if correct is None or init is None else ~correct[np.asarray(init, dtype=np.int64)]
+        class_grid_png(distilled, self.folder.file("distilled.png"), wrong=wrong)
+
     # -- helpers --------------------------------------------------------------------------
+    def selection(self, ctx) -> dict:
+        """``{"selection": {name: scores}}`` of the training samples the method selected (its initial
+        images, DATM's filter), scored against the clean labels; empty when there are none to score."""
+        correct = self.data.label_correct
+        if correct is None or not ctx.selections:
+            return {}
+        return {"selection": {name: selection_scores(s["kept"], correct, s["among"]) | {"what": s["what"]}
+                              for name, s in ctx.selections.items()}}
+
     def load_set(self, role: str) -> SyntheticSet:
         if role not in self.sets:
             self.sets[role] = SyntheticSet.load(self.folder.file(f"{role}.safetensors"))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ddlnl.baselines import create_baseline, parse_baselines
+from ddlnl.baselines import baseline_class, create_baseline, parse_baselines
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.data.registry import check_dataset_name
 from ddlnl.data.types import check_ipc_value
-from ddlnl.distill import DistillContext, create_distiller
+from ddlnl.distill import DistillContext, create_distiller, distiller_class
 from ddlnl.errors import ConfigError
 from ddlnl.experiment import PreparedData, prepare_data
 from ddlnl.presets import (
@@ -67,6 +67,8 @@ class ExperimentSpec:
     eval_protocol: str = "common"  # or "native": the method's own recipe (methods.<name>.native_eval)
     device: str | None = None
     data_root: str | None = None
+    labels: str | None = None  # under noise 'given': the training labels' file (keys hold its sha256, not its path)
+    clean_labels: str | None = None  # under noise 'given': the clean labels' file, for the clean-label analyses
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -86,6 +88,7 @@ class ExperimentSpec:
         set_(self, "overrides", tuple(self.overrides))
         names = parse_baselines(list(self.baselines))
         set_(self, "baselines", tuple(["ce"] + [n for n in names if n != "ce"]))
+        self.label_files  # noqa: B018 - label files exist and fit the noise
         self.resolved  # noqa: B018 - the preset, overrides, method options and recipe are checked now
 
     @classmethod
@@ -100,7 +103,7 @@ class ExperimentSpec:
     # -- what the spec resolves to --------------------------------------------------------
     @cached_property
     def resolved(self) -> ResolvedPreset:
-        preset, applied = apply_overrides(load_preset(self.preset), list(self.overrides))
+        preset, applied = apply_overrides(self._own_blocks(load_preset(self.preset)), list(self.overrides))
         options = {}
         if self.method is not None:
             options = method_options(preset, self.method)
@@ -122,6 +125,16 @@ class ExperimentSpec:
                                   f"{', '.join(sorted(preset.get('baselines') or {})) or 'ce'}")
         return ResolvedPreset(preset, applied, options)
 
+    def _own_blocks(self, preset: dict) -> dict:
+        """``preset`` with a block for the method and each baseline it has none for (one from another
+        package): the component's ``preset_options`` for this preset, else ``{}`` (its Options defaults)."""
+        wanted = [("methods", distiller_class(self.method))] if self.method is not None else []
+        wanted += [("baselines", baseline_class(name)) for name in self.baselines[1:]]
+        for section, cls in wanted:
+            preset[section] = preset.get(section) or {}
+            preset[section].setdefault(cls.name, cls.preset_options.get(preset["name"], {}))
+        return preset
+
     def distiller(self):
         if self.method is None:
             raise ConfigError("this experiment names no method", "pass --method, e.g. --method datm")
@@ -136,19 +149,26 @@ class ExperimentSpec:
         section = self.resolved.preset.get("baselines") or {}
         return [create_baseline(name, **(section[name] or {})) for name in self.baselines[1:]]
 
+    @cached_property
+    def label_files(self) -> dict:
+        """``{"labels": sha256, "clean_labels": sha256}`` of the files given (only those), checked against the noise."""
+        return label_file_digests(self.dataset, self.noise, self.labels, self.clean_labels)
+
     # -- identity and keys ----------------------------------------------------------------
     def config(self) -> dict:
         """``config.json`` of a run folder (without the resolved preset)."""
         p = self.resolved.preset
         return {"dataset": self.dataset, "noise": self.noise.__dict__, "method": self.method, "ipc": self.ipc, "preset": p["name"],
                 "preset_version": p.get("version"), "overrides": self.resolved.applied, "seed": self.seed,
-                "imbalance": self.imbalance, "baselines": list(self.baselines), "eval_protocol": self.eval_protocol}
+                "imbalance": self.imbalance, "baselines": list(self.baselines), "eval_protocol": self.eval_protocol,
+                **{k: {"path": str(getattr(self, k)), "sha256": v} for k, v in self.label_files.items()}}
 
     def data_key(self) -> dict:
         """What the prepared data (and so every stage trained on it) depends on."""
         p = self.resolved.preset
         return {"dataset": self.dataset, "noise": self.noise.__dict__, "seed": self.seed, "imbalance": self.imbalance,
-                "data": p["data"], "preprocess": p["preprocess"], "model": p["model"], "seed_scheme": SEED_SCHEME}
+                "data": p["data"], "preprocess": p["preprocess"], "model": p["model"], "seed_scheme": SEED_SCHEME,
+                **self.label_files}  # only when files are given: the keys of every other run stay as they were
 
     def evaluation_key(self) -> dict:
         """The evaluation section as a stage key, without the control switches (toggling them reruns only the
@@ -158,7 +178,7 @@ class ExperimentSpec:
     # -- what the spec builds -------------------------------------------------------------
     def prepare_data(self, saved_noise: Path | None = None) -> PreparedData:
         return prepare_data(self.dataset, self.noise, self.resolved.preset, data_root=self.data_root, imbalance=self.imbalance,
-                            seed=self.seed, saved_noise=saved_noise)
+                            seed=self.seed, saved_noise=saved_noise, labels=self.labels, clean_labels=self.clean_labels)
 
     def distill_context(self, data: PreparedData, device, *, log=print, progress: bool = True, checkpoint: Path | None = None,
                         checkpoint_every_s: float = 300.0) -> DistillContext:
@@ -174,6 +194,23 @@ class ExperimentSpec:
                 "image_size": int(data.x_train.shape[-1]), "noise": data.noisy.summary() | {"transition": None},
                 "preset": p["name"], "preset_version": p.get("version"), "overrides": self.resolved.applied, "seed": self.seed,
                 "imbalance": self.imbalance, "model": p["model"], "versions": versions()}
+
+
+def label_file_digests(dataset: str, noise: NoiseSpec, labels: str | None, clean_labels: str | None) -> dict:
+    """``{"labels": sha256, "clean_labels": sha256}`` of the label files given (only those), after checking
+    that they exist and fit the noise: a user's labels are used as they are, under noise ``given`` only."""
+    from ddlnl.data.given import label_file_digest
+    from ddlnl.data.noise import GIVEN_NOISE
+
+    given = {k: v for k, v in (("labels", labels), ("clean_labels", clean_labels)) if v is not None}
+    if given and noise.type != GIVEN_NOISE:
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ConfigError(f"{flags} given with noise {noise.type!r}: a user's labels are used as they are, "
+                          "with no synthetic noise on top", "pass --noise given (or drop the label files)")
+    if noise.type == GIVEN_NOISE and labels is None and not dataset.startswith("folder:"):
+        raise ConfigError(f"noise 'given' on {dataset} needs the labels to use",
+                          "pass --labels FILE (.npy or .csv); for the dataset's own labels use --noise clean")
+    return {k: label_file_digest(v, f"--{k.replace('_', '-')}") for k, v in given.items()}
 
 
 def check_seed(v, flag: str = "--seed") -> None:

@@ -20,6 +20,8 @@ Implementing a new baseline
    :meth:`Baseline.check_data`; without it the run records the baseline as skipped.
 2. Decorate it with ``@register_baseline`` and import the module in ``baselines/__init__.py``.
 3. Give it an entry under ``baselines:`` in each preset (``smoke``, ``quick``, ``paper``).
+   (A baseline in another package is found through its entry point in the group
+   ``ddlnl.baselines`` and brings its preset blocks in ``preset_options`` instead; docs/api.md.)
 
 Every option block may carry ``train: {...}``: overrides of the preset's ``baseline.train``
 for this baseline only (e.g. a longer schedule). Leave it out to keep the shared recipe.
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,6 +111,8 @@ class Baseline(Configurable):
         """Raise :class:`BaselineUnavailable` when the prepared data lacks what the method needs
         (``ce_selected``: a validation split); the run then records the baseline as skipped."""
 
+    selection: dict | None = None  # after run(): how well its kept samples pick the correctly labelled ones
+
     def prepare(self, ctx: BaselineContext) -> Prepared:
         """Work done once before the runs, shared by all of them (cleanlab: find the samples to prune)."""
         return Prepared()
@@ -132,6 +137,7 @@ class Baseline(Configurable):
         result.images_processed += prepared.images_processed
         result.seconds = time.perf_counter() - start
         self.details = dict(prepared.details) | ({"runs": per_run} if any(per_run) else {})
+        self.selection = prepared.details.get("selection") or mean_selection([r["selection"] for r in per_run if "selection" in r])
         return result
 
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
@@ -165,12 +171,13 @@ class Ensemble(nn.Module):
         return sum(torch.softmax(n(x), dim=1) for n in self.nets)
 
 
-_BASELINES = Registry("baseline")
-_REGISTRY = _BASELINES.classes
+BASELINES = Registry("baseline", Baseline, "ddlnl.baselines")  # also the entry points of other packages
+_REGISTRY = BASELINES.classes
 CANONICAL_ORDER = ("ce", "gce", "sce", "coteaching", "dividemix", "cleanlab", "ce_converged", "ce_selected")
-register_baseline = _BASELINES.register
-list_baselines = _BASELINES.names
-create_baseline = _BASELINES.create
+register_baseline = BASELINES.register
+list_baselines = BASELINES.names
+baseline_class = BASELINES.get
+create_baseline = BASELINES.create
 
 
 def parse_baselines(spec: str | list[str] | None) -> list[str]:
@@ -183,8 +190,16 @@ def parse_baselines(spec: str | list[str] | None) -> list[str]:
         names = sorted(list_baselines(), key=lambda n: (CANONICAL_ORDER.index(n) if n in CANONICAL_ORDER else 99, n))
     out = []
     for n in names:
-        if n not in _REGISTRY:
+        if n not in BASELINES:
             raise ConfigError(f"unknown baseline {n!r}", f"use a comma-separated list of: {', '.join(list_baselines())} (or 'all')")
         if n not in out:
             out.append(n)
     return sorted(out, key=lambda n: (n != "ce", out.index(n)))
+
+
+def mean_selection(per_run: list[dict]) -> dict | None:
+    """The runs' selection scores averaged (each run keeps its own samples); None without any."""
+    if not per_run:
+        return None
+    keys = ("precision", "recall", "kept_fraction")
+    return {k: float(np.mean([r[k] for r in per_run])) for k in keys} | {"runs": len(per_run), "what": per_run[0]["what"]}

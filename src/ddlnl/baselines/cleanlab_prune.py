@@ -23,6 +23,7 @@ from ddlnl.baselines.base import (
     register_baseline,
 )
 from ddlnl.baselines.noise_rate import cross_validated_probs
+from ddlnl.data.noise import selection_scores
 from ddlnl.errors import ConfigError
 
 MISSING = "cleanlab is not installed, so the optional 'cleanlab' baseline is skipped (cleanlab is AGPL-3.0 and not a ddlnl dependency)"
@@ -64,10 +65,11 @@ class CleanlabPrune(Baseline):
         pred_probs, processed = cross_validated_probs(ctx, cfg, o.folds, "cleanlab")
         issues = np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=o.filter_by), dtype=bool)
         self._keep = keep = np.flatnonzero(~issues)
-        clean = np.asarray(d.splits.train.labels) == labels
-        return Prepared(processed, {"kept": int(keep.size), "flagged": int(issues.sum()),
-                                    "kept_label_precision": float(clean[keep].mean()),
-                                    "flagged_noisy_fraction": float((~clean[issues]).mean()) if issues.any() else None})
+        details = {"kept": int(keep.size), "flagged": int(issues.sum())}
+        if d.label_correct is not None:
+            details["selection"] = selection_scores(~issues, d.label_correct) | {"what": "samples cleanlab does not flag"}
+            details["flagged_noisy_fraction"] = float((~d.label_correct[issues]).mean()) if issues.any() else None
+        return Prepared(processed, details)
 
     def train(self, ctx: BaselineContext, seed: int) -> RunOutcome:
         """The CE baseline's run on the samples :meth:`prepare` kept."""

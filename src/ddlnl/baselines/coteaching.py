@@ -69,17 +69,19 @@ def check_method_loss(cfg: TrainConfig, method: str) -> None:
 
 class CoTeachingHook(TrainHook):
     """Both networks see every batch (one augmentation draw); each is updated on its peer's
-    ``1 - R(epoch)`` smallest-loss samples. Records per-epoch diagnostics (``clean`` labels are
-    read for those only)."""
+    ``1 - R(epoch)`` smallest-loss samples. Records per-epoch diagnostics: with ``correct`` (whether
+    each sample's label is its clean one; read for these only), the precision and recall of net 1's
+    kept samples as a selection of the correctly labelled ones."""
 
-    def __init__(self, schedule: np.ndarray, clean: torch.Tensor):
-        self.schedule, self.clean = schedule, clean
+    def __init__(self, schedule: np.ndarray, correct: torch.Tensor | None):
+        self.schedule, self.correct = schedule, correct
         self.kept_fraction: list[float] = []
         self.kept_label_precision: list[float] = []
+        self.kept_label_recall: list[float] = []
         self.epoch_losses: list[float] = []
 
     def plan(self, epoch: int, run: TrainRun) -> list[Sweep]:
-        self._counts = [0, 0, 0.0]  # kept, kept with a correct label, net 1's loss sum
+        self._counts = [0, 0, 0.0, 0]  # kept, kept with a correct label, net 1's loss sum, correct labels seen
         self._n = run.images.shape[0]
         return [Sweep(forwards=2)]  # every sample, through both networks
 
@@ -91,20 +93,26 @@ class CoTeachingHook(TrainHook):
         loss1, loss2 = l1[upd1].mean(), l2[upd2].mean()
         c = self._counts
         c[0] += upd1.numel()
-        c[1] += int((step.y[upd1] == self.clean[step.idx][upd1]).sum())
         c[2] += float(loss1.detach()) * step.idx.numel()
+        if self.correct is not None:
+            correct = self.correct[step.idx]
+            c[1] += int(correct[upd1].sum())
+            c[3] += int(correct.sum())
         if step.batch == step.batches - 1:  # the epoch's last batch: close its diagnostics
             self.kept_fraction.append(c[0] / self._n)
-            self.kept_label_precision.append(c[1] / max(c[0], 1))
+            if self.correct is not None:
+                self.kept_label_precision.append(c[1] / max(c[0], 1))
+                self.kept_label_recall.append(c[1] / max(c[3], 1))
             self.epoch_losses.append(c[2] / self._n)
         return loss1 + loss2
 
     def state_dict(self) -> dict:
         return {"kept_fraction": list(self.kept_fraction), "kept_label_precision": list(self.kept_label_precision),
-                "epoch_losses": list(self.epoch_losses)}
+                "kept_label_recall": list(self.kept_label_recall), "epoch_losses": list(self.epoch_losses)}
 
     def load_state_dict(self, state: dict) -> None:
         self.kept_fraction, self.kept_label_precision = list(state["kept_fraction"]), list(state["kept_label_precision"])
+        self.kept_label_recall = list(state.get("kept_label_recall", []))
         self.epoch_losses = list(state["epoch_losses"])
 
 
@@ -136,8 +144,11 @@ class CoTeaching(Baseline):
             self._rate, self._source = est.rate, f"estimated from the noisy labels: {est.source}"
             return Prepared(est.images_processed, {"forget_rate": est.rate, "forget_rate_source": self._source,
                                                    "estimated_per_class": list(est.per_class),
-                                                   "realised_rate": float(d.noisy.actual_rate)})
+                                                   "realised_rate": d.noisy.actual_rate})
         if o.forget_rate == "oracle":
+            if d.label_correct is None:
+                raise ConfigError("coteaching forget_rate 'oracle' is the realised noise rate, and these labels have no clean "
+                                  "labels to measure it against", "use forget_rate null (estimated), a number, or pass --clean-labels FILE")
             self._rate, self._source = float(d.noisy.actual_rate), "oracle: the realised rate, from the clean labels (a user does not know it)"
         else:
             self._rate, self._source = float(o.forget_rate), "option"
@@ -153,11 +164,15 @@ class CoTeaching(Baseline):
         net1 = ctx.model()
         torch.manual_seed(stream_seed(seed, "second_network"))
         net2 = ctx.model()
-        clean = torch.tensor(d.splits.train.labels, dtype=torch.long).to(ctx.device)  # diagnostics only
-        hook = CoTeachingHook(sched, clean)
+        correct = None if d.label_correct is None else torch.as_tensor(d.label_correct).to(ctx.device)  # diagnostics only
+        hook = CoTeachingHook(sched, correct)
         stats = train_network([net1, net2], d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed),
                               progress=ctx.progress, desc=self.name, hook=hook)
         acc2, _, _ = accuracy_report(test_predictions(net2, d.x_test), d.y_test, d.num_classes)
         details = {"forget_rate": rate, "forget_rate_source": self._source, "schedule": [float(v) for v in sched], "kept_fraction": hook.kept_fraction,
-                   "kept_label_precision": hook.kept_label_precision, "epoch_losses": hook.epoch_losses, "net2_acc": acc2}
+                   "kept_label_precision": hook.kept_label_precision, "kept_label_recall": hook.kept_label_recall,
+                   "epoch_losses": hook.epoch_losses, "net2_acc": acc2}
+        if d.label_correct is not None:  # the last epoch's selection: what the trained networks ended up keeping
+            details["selection"] = {"precision": hook.kept_label_precision[-1], "recall": hook.kept_label_recall[-1],
+                                    "kept_fraction": hook.kept_fraction[-1], "what": "net 1's small-loss samples, last epoch"}
         return RunOutcome(net1, stats.images_processed, details)

@@ -85,10 +85,10 @@ class DivideMixHook(TrainHook):
     """Warm-up epochs: one CE sweep over all samples per network. Later epochs: co-divide in
     :meth:`plan` (per-sample losses → GMM → each network's labelled set is its peer's division),
     then one MixMatch sweep per network over its labelled set, MixMatch being :meth:`loss`.
-    ``clean`` (the true labels' agreement with the noisy ones) feeds the diagnostics only."""
+    ``correct`` (whether each label is its clean one; None where unknown) feeds the diagnostics only."""
 
-    def __init__(self, options, clean: np.ndarray, seed: int):
-        self.o, self.clean, self.seed = options, clean, seed
+    def __init__(self, options, correct: np.ndarray | None, seed: int):
+        self.o, self.correct, self.seed = options, correct, seed
         self.rng = np.random.default_rng(seed)  # mixup's Beta draws
         self.history: list[dict] = []
 
@@ -114,8 +114,9 @@ class DivideMixHook(TrainHook):
             div = _Division(k, torch.as_tensor(unl, device=dev), w.to(dev))
             sweeps.append(Sweep(indices=torch.as_tensor(lab), tag=div, start=lambda div=div: self._start(div, run), forwards=0))
             row["labelled"].append(int(lab.size))
-            row["labelled_precision"].append(float(self.clean[lab].mean()))
-            row["labelled_recall"].append(float(self.clean[lab].sum() / max(self.clean.sum(), 1)))
+            if self.correct is not None:
+                row["labelled_precision"].append(float(self.correct[lab].mean()) if lab.size else 0.0)
+                row["labelled_recall"].append(float(self.correct[lab].sum() / max(self.correct.sum(), 1)))
         self.history.append(row)
         return sweeps
 
@@ -232,11 +233,16 @@ class DivideMix(Baseline):
         nets = [ctx.model()]
         torch.manual_seed(stream_seed(seed, "second_network"))
         nets.append(ctx.model())
-        clean = np.asarray(d.splits.train.labels) == np.asarray(d.noisy.labels)  # diagnostics only
-        hook = DivideMixHook(o, clean, seed)
+        hook = DivideMixHook(o, d.label_correct, seed)  # clean labels feed the diagnostics only
         stats = train_network(nets, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed), progress=ctx.progress,
                               desc=self.name, hook=hook)
         for net in nets:
             net.train()
         accs = [accuracy_report(test_predictions(n, d.x_test), d.y_test, d.num_classes)[0] for n in nets]
-        return RunOutcome(Ensemble(*nets), stats.images_processed, {"history": hook.history, "net_accs": accs})
+        details = {"history": hook.history, "net_accs": accs}
+        last = hook.history[-1]
+        if d.label_correct is not None and last.get("labelled_precision"):  # the last co-divide: net 1's labelled set
+            details["selection"] = {"precision": last["labelled_precision"][0], "recall": last["labelled_recall"][0],
+                                    "kept_fraction": last["labelled"][0] / len(d.label_correct),
+                                    "what": "net 1's labelled set (its peer's GMM division), last epoch"}
+        return RunOutcome(Ensemble(*nets), stats.images_processed, details)

@@ -18,7 +18,14 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_noise_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--dataset", default=DEFAULTS["dataset"], help="cifar10, cifar100, cifar100_coarse, tinyimagenet or folder:PATH")
-    p.add_argument("--noise", default=DEFAULTS["noise"], help="clean, symmetric, symmetric_inclusive, asymmetric, pairflip, aggre, random1-3, worst, noisy100")
+    p.add_argument("--noise", default=None, help="clean, symmetric, symmetric_inclusive, asymmetric, pairflip, aggre, random1-3, worst, "
+                   "noisy100, or given (your own labels, nothing added) (default: symmetric; given with --labels)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="your training labels: .npy (one integer per training image, in the dataset's order) or .csv "
+                        "(index,label or path,label rows; labels as indices or class names); implies --noise given")
+    p.add_argument("--clean-labels", default=None, metavar="FILE",
+                   help="clean training labels in the same format, for the analyses that need them (noise rate, label "
+                        "purity, selection precision); a benchmark's own labels serve when --labels replaces them")
     p.add_argument("--rate", type=float, default=None, help="nominal noise rate in [0, 1) (synthetic noise only; default 0.4)")
     p.add_argument("--imbalance", type=float, default=None, help="long-tailed training set with imbalance factor rho >= 1")
     p.add_argument("--seed", type=int, default=0, help="run seed (python, numpy, torch)")
@@ -54,7 +61,8 @@ def noise_spec(args):
     check_imbalance(args.imbalance)
     if args.noise_seed is not None:
         check_seed(args.noise_seed, "--noise-seed")
-    return NoiseSpec.create(args.noise, args.rate, args.seed if args.noise_seed is None else args.noise_seed)
+    noise = args.noise or ("given" if args.labels or args.clean_labels else DEFAULTS["noise"])
+    return NoiseSpec.create(noise, args.rate, args.seed if args.noise_seed is None else args.noise_seed)
 
 
 def experiment_spec(args, *, baselines=("ce",)):
@@ -63,7 +71,8 @@ def experiment_spec(args, *, baselines=("ce",)):
 
     return ExperimentSpec.create(dataset=args.dataset, noise=noise_spec(args), method=args.method, ipc=args.ipc, preset=args.preset,
                                  overrides=tuple(args.overrides), seed=args.seed, imbalance=args.imbalance, baselines=tuple(baselines),
-                                 eval_protocol=getattr(args, "eval_protocol", "common"), device=args.device, data_root=args.data_root)
+                                 eval_protocol=getattr(args, "eval_protocol", "common"), device=args.device, data_root=args.data_root,
+                                 labels=args.labels, clean_labels=args.clean_labels)
 
 
 def apply_runtime_flags(args) -> None:

@@ -38,8 +38,8 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
-def _read_split(split: Path, classes: list[str], sizes: dict[tuple[int, int], Path]) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
+def _read_split(split: Path, classes: list[str], sizes: dict[tuple[int, int], Path]) -> LabeledImages:
+    images, labels, paths = [], [], []
     for c, name in enumerate(classes):
         for path in _images_in(split / name):
             try:
@@ -58,9 +58,10 @@ def _read_split(split: Path, classes: list[str], sizes: dict[tuple[int, int], Pa
                 )
             images.append(arr)
             labels.append(c)
+            paths.append(path.relative_to(split).as_posix())
     if not images:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {split}", _LAYOUT_FIX.format(p=split.parent))
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    return LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes), tuple(paths))
 
 
 def load_image_folder(path: str | Path, name: str | None = None) -> DatasetSplits:
@@ -87,6 +88,5 @@ def load_image_folder(path: str | Path, name: str | None = None) -> DatasetSplit
         raise DataError(f"{train_dir}: class folder(s) without images: {', '.join(empty)}",
                         "add images or remove the empty class folders from train/ and test/")
     sizes: dict[tuple[int, int], Path] = {}
-    train = LabeledImages(*_read_split(train_dir, classes, sizes), tuple(classes))
-    test = LabeledImages(*_read_split(test_dir, classes, sizes), tuple(classes))
+    train, test = _read_split(train_dir, classes, sizes), _read_split(test_dir, classes, sizes)
     return DatasetSplits(name or f"{PREFIX}{path}", train, test, source=f"folder:{path}")

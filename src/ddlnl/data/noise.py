@@ -19,6 +19,9 @@ Models (``N`` samples, ``C`` classes, nominal rate ``n``):
 - ``pairflip``: class i to class (i+1) mod C with probability n.
 - Human label sets (CIFAR-10N ``aggre``, ``random1..3``, ``worst``; CIFAR-100N ``noisy100``):
   read from the official files; the rate is whatever the annotators produced.
+- ``given``: the labels a user has (``--labels FILE``, :mod:`ddlnl.data.given`), nothing
+  added; their rate is known only where clean labels are (a benchmark's own, or
+  ``--clean-labels FILE``), and is ``None`` otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from ddlnl.errors import ConfigError
 
 SYNTHETIC_NOISE = ("clean", "symmetric", "symmetric_inclusive", "asymmetric", "pairflip")
 HUMAN_NOISE = ("aggre", "random1", "random2", "random3", "worst", "noisy100")
-NOISE_TYPES = SYNTHETIC_NOISE + HUMAN_NOISE
+GIVEN_NOISE = "given"
+NOISE_TYPES = SYNTHETIC_NOISE + HUMAN_NOISE + (GIVEN_NOISE,)
 
 # CIFAR-10 structured flips (source -> target), DD_LNL / Co-teaching convention.
 CIFAR10_ASYMMETRIC_FLIPS = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
@@ -61,8 +65,8 @@ class NoiseSpec:
                 f"noise {self.type!r} is a human label set; its rate is fixed by the label file",
                 "drop --rate (or set it to 0) for CIFAR-N label sets",
             )
-        if self.type == "clean" and rate != 0.0:
-            raise ConfigError("noise 'clean' takes no rate", "drop --rate or choose a synthetic noise model")
+        if self.type in ("clean", GIVEN_NOISE) and rate != 0.0:
+            raise ConfigError(f"noise {self.type!r} takes no rate", "drop --rate or choose a synthetic noise model")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"noise seed must be an integer in [0, 2**32), got {self.seed!r}", "pass a seed such as 0, 1 or 2")
         object.__setattr__(self, "rate", rate)
@@ -104,8 +108,8 @@ DEFAULT_RATE = 0.4
 
 
 def takes_rate(noise_type: str) -> bool:
-    """Synthetic noise models have a nominal rate; human label sets and ``clean`` do not."""
-    return noise_type not in HUMAN_NOISE and noise_type != "clean"
+    """Synthetic noise models have a nominal rate; human label sets, ``given`` and ``clean`` do not."""
+    return noise_type not in HUMAN_NOISE and noise_type not in ("clean", GIVEN_NOISE)
 
 
 @dataclass
@@ -114,23 +118,37 @@ class NoisyLabels:
 
     labels: np.ndarray  # int64 (N,)
     spec: NoiseSpec
-    nominal_rate: float
-    actual_rate: float
-    transition: np.ndarray  # realised (C, C): row i = distribution of noisy labels of true class i
+    nominal_rate: float | None
+    actual_rate: float | None  # None: no clean labels to measure it against (a user's own labels)
+    transition: np.ndarray | None  # realised (C, C): row i = distribution of noisy labels of true class i
+
+    @property
+    def clean_known(self) -> bool:
+        """Whether clean labels exist beside these: without them, no analysis may compare against any."""
+        return self.actual_rate is not None
 
     def subset(self, keep: np.ndarray, clean: np.ndarray) -> NoisyLabels:
         """The realisation restricted to ``keep`` (positions), its rates recomputed against ``clean[keep]``."""
         labels, clean = self.labels[keep], np.asarray(clean)[keep]
+        if not self.clean_known:
+            return NoisyLabels(labels, self.spec, None, None, None)
         C = self.transition.shape[0]
         return NoisyLabels(labels, self.spec, self.nominal_rate, float(np.mean(labels != clean)) if labels.size else 0.0,
                            empirical_transition(clean, labels, C))
 
+    def rates_text(self) -> str:
+        """``nominal 0.4000, actual 0.3987``, or why there is no rate."""
+        if not self.clean_known:
+            return "rate unknown (no clean labels)"
+        return f"nominal {self.nominal_rate:.4f}, actual {self.actual_rate:.4f}"
+
     def summary(self) -> dict:
+        known = self.clean_known
         return {
             "type": self.spec.type,
-            "nominal_rate": round(float(self.nominal_rate), 6),
-            "actual_rate": round(float(self.actual_rate), 6),
-            "transition": np.round(self.transition, 4).tolist(),
+            "nominal_rate": round(float(self.nominal_rate), 6) if self.nominal_rate is not None else None,
+            "actual_rate": round(float(self.actual_rate), 6) if known else None,
+            "transition": np.round(self.transition, 4).tolist() if known else None,
             "seed": self.spec.seed,
         }
 
@@ -209,6 +227,8 @@ def make_noisy_labels(
     reduced) back to positions in the full label file.
     """
     clean_labels = np.asarray(clean_labels, dtype=np.int64)
+    if spec.type == GIVEN_NOISE:
+        raise ConfigError("noise 'given' takes its labels from a file", "pass --labels FILE (Python: ExperimentSpec(labels=...))")
     if spec.is_human:
         from ddlnl.data.cifarn import load_human_labels
         from ddlnl.data.registry import load_dataset, resolve_data_root
@@ -250,3 +270,20 @@ def format_transition(T: np.ndarray, classes=None) -> str:
 
 def spec_dict(spec: NoiseSpec) -> dict:
     return asdict(spec)
+
+
+def selection_scores(kept: np.ndarray, correct: np.ndarray, among: np.ndarray | None = None) -> dict:
+    """How well a selection of training samples (a boolean mask, or indices) picks the correctly labelled
+    ones: precision = share of the kept whose label is correct, recall = share of the correctly labelled
+    that are kept. One definition for every method that keeps or filters samples. ``among``: the
+    positions the selection was made from, when not all (then ``kept`` are positions among them too)."""
+    correct = np.asarray(correct, dtype=bool)
+    kept = np.asarray(kept)
+    if among is not None:
+        among = np.asarray(among, dtype=np.int64)
+        kept = np.isin(among, kept) if kept.dtype != bool else kept
+        return selection_scores(kept, correct[among]) | {"judged": int(among.size)}
+    mask = kept.astype(bool) if kept.dtype == bool else np.isin(np.arange(correct.size), kept)
+    n_kept, hits = int(mask.sum()), int((mask & correct).sum())
+    return {"precision": hits / n_kept if n_kept else None, "recall": hits / max(int(correct.sum()), 1),
+            "kept_fraction": n_kept / max(correct.size, 1)}

@@ -20,6 +20,8 @@ class LabeledImages:
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
+    # Each image's file, relative to its split's folder (folder datasets; what a path,label file names).
+    paths: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -39,7 +41,11 @@ class LabeledImages:
         return int(self.images.shape[1])
 
     def subset(self, index: np.ndarray) -> "LabeledImages":
-        return LabeledImages(self.images[index], self.labels[index], self.classes)
+        paths = None if self.paths is None else tuple(self.paths[i] for i in np.asarray(index))
+        return LabeledImages(self.images[index], self.labels[index], self.classes, paths)
+
+    def relabelled(self, labels: np.ndarray) -> "LabeledImages":
+        return LabeledImages(self.images, np.asarray(labels, dtype=np.int64), self.classes, self.paths)
 
 
 @dataclass(frozen=True)

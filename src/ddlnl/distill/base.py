@@ -14,6 +14,9 @@ Implementing a new distiller
    then checks it (smoke run, save/load, determinism, resume, option errors, declared
    capabilities) without a test of its own.
 
+A distiller in another package skips step 3: it is found through its entry point in the group
+``ddlnl.distillers`` and brings its preset blocks in ``preset_options`` (docs/api.md).
+
 Options are read-only after construction: a method that derives per-run values (DATM's
 ``setting: auto``) computes them into a new object (``dataclasses.replace``) for that run.
 
@@ -84,6 +87,9 @@ class DistillContext:
     # see ddlnl.distill.loop.DistillLoop. `ddlnl run` keys the file by method, options and IPC.
     checkpoint: Path | None = None
     checkpoint_every_s: float = 300.0
+    # Training samples the method selected, by name (positions in ``images``): the run scores them
+    # against the clean labels, which the method never sees (see :meth:`record_selection`).
+    selections: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.noise is not None and not isinstance(self.noise, NoiseSpec):
@@ -106,13 +112,28 @@ class DistillContext:
 
     def random_real(self, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``ipc`` distinct random training images of each noisy class (the random control's draw)."""
-        xs, ys = [], []
+        xs, ys, picks = [], [], []
         for c in range(self.num_classes):
             idx = self.class_indices(c)
             pick = idx[torch.randperm(len(idx), generator=generator)[:ipc].numpy()]
             xs.append(self.images[pick])
             ys.append(torch.full((ipc,), c, dtype=torch.long))
+            picks.append(pick)
+        self.record_selection("init", np.concatenate(picks), what="the real images the set's slots start from")
         return torch.cat(xs).clone(), torch.cat(ys)
+
+    def record_selection(self, name: str, kept, *, among=None, what: str = "") -> None:
+        """Note that the method kept training samples ``kept`` (positions in ``images``, in slot order for
+        ``init``) out of ``among`` (None: all of them). ``init`` becomes the set's ``meta["init_index"]``."""
+        self.selections[name] = {"kept": np.asarray(kept, dtype=np.int64), "what": what,
+                                 "among": None if among is None else np.asarray(among, dtype=np.int64)}
+
+    def stamp_init_index(self, synset) -> None:
+        """Record in ``synset.meta`` which training image each slot started from, when a single real image
+        did (so that its label can be checked later: label purity, the framed ``distilled.png``)."""
+        init = self.selections.get("init")
+        if init is not None and len(init["kept"]) == synset.images.shape[0]:
+            synset.meta["init_index"] = init["kept"].tolist()
 
 
 class Distiller(Configurable, ABC):
@@ -135,6 +156,7 @@ class Distiller(Configurable, ABC):
         ctx.check_ipc(ipc)
         start = time.perf_counter()
         synset = self.distill(ctx, ipc)
+        ctx.stamp_init_index(synset)
         ctx.timings.setdefault("distill", time.perf_counter() - start - ctx.timings.get("experts", 0.0))
         synset.meta.update({"method": self.name, "ipc": ipc, "options": self.options_dict()})
         return synset
@@ -150,8 +172,9 @@ class Distiller(Configurable, ABC):
                           "check distiller.capabilities.init_only before asking for it; DATM and DANCE have one")
 
 
-_DISTILLERS = Registry("method")
-_REGISTRY = _DISTILLERS.classes
-register_distiller = _DISTILLERS.register
-list_distillers = _DISTILLERS.names
-create_distiller = _DISTILLERS.create
+DISTILLERS = Registry("method", Distiller, "ddlnl.distillers")  # also the entry points of other packages
+_REGISTRY = DISTILLERS.classes
+register_distiller = DISTILLERS.register
+list_distillers = DISTILLERS.names
+distiller_class = DISTILLERS.get
+create_distiller = DISTILLERS.create

@@ -169,7 +169,7 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
     Expert 0 first; if a class runs short, the next expert scans the rest (DATM). If every
     expert is exhausted, random images of the class fill the gap (counted in the report).
     """
-    picks, filled = [], 0
+    picks, filled, scanned, passed = [], 0, [], []
     for c in range(ctx.num_classes):
         pool = ctx.class_indices(c)
         pool = pool[torch.randperm(len(pool), generator=g).numpy()]
@@ -179,6 +179,9 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
             for i in range(0, len(rest), 256):
                 batch = rest[i : i + 256]
                 pred = expert_logits(ctx, net, traj[row], ctx.images[batch]).argmax(1).numpy()
+                if traj is experts[0]:  # the filter itself, on every image it judged (a random sample of the class)
+                    scanned.append(batch)
+                    passed.append(batch[pred == c])
                 chosen.extend(batch[pred == c][: ipc - len(chosen)].tolist())
                 if len(chosen) >= ipc:
                     break
@@ -189,7 +192,11 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
             filled += ipc - len(chosen)
             chosen.extend(rest[: ipc - len(chosen)].tolist())
         picks.append(np.asarray(chosen, dtype=np.int64))
-    return torch.as_tensor(np.concatenate(picks)), {"filled_at_random": filled}
+    ctx.record_selection("filter", np.concatenate(passed), among=np.concatenate(scanned),
+                         what="images expert 0 predicts as their noisy class, among those it judged")
+    index = np.concatenate(picks)
+    ctx.record_selection("init", index, what="the real images the set's slots start from")
+    return torch.as_tensor(index), {"filled_at_random": filled}
 
 
 def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes: torch.Tensor, agreeing: bool,
