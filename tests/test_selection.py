@@ -47,6 +47,14 @@ def test_a_run_scores_its_selections_and_frames_mislabelled_slots(root):  # noqa
     rnd = SyntheticSet.load(out / "random.safetensors")
     assert res["results"]["random"]["selection"]["init"]["precision"] == pytest.approx(correct[rnd.meta["init_index"]].mean())
 
+    # DD-Ranking's scores from the run's own rows
+    res_rows, dd = res["results"], res["dd_ranking"]
+    assert dd["hard_label_recovery"] == pytest.approx(res_rows["full_noisy"]["acc_mean"] - res_rows["controls"]["hard_labels"]["acc_mean"])
+    assert dd["improvement_over_random"] == pytest.approx(res_rows["distilled"]["acc_mean"] - res_rows["random"]["acc_mean"])
+    a = 0.5 * dd["improvement_over_random"] - 0.5 * dd["hard_label_recovery"]
+    assert dd["label_robust_score"] == pytest.approx(100 * (np.exp(a) - np.exp(-1)) / (np.e - np.exp(-1)))
+    assert "label-robust score" in r.stdout and "init: " in r.stdout
+
     png = np.asarray(Image.open(out / "distilled.png").convert("RGB"))
     red = int(((png[..., 0] == 255) & (png[..., 1] == 0) & (png[..., 2] == 0)).sum())
     side = 64  # 32-px images drawn at twice their size, a 2-px frame around each framed one

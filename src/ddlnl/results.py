@@ -6,7 +6,7 @@ A result is a JSON object written by ``ddlnl run`` (and by every study cell)::
      "preset", "preset_version", "overrides", "seed", "imbalance", "num_train", "num_test", "classes",
      "results": {"full_noisy": ROW, "baselines": {NAME: ROW}, "random": ROW, "distilled": ROW,
                  "controls": {NAME: ROW | {"model": ..., "random": ROW, "distilled": ROW} | SKIPPED}},
-     "notes", "timings_s", "device", "machine", "versions"}
+     "dd_ranking", "notes", "timings_s", "device", "machine", "versions"}
 
 A ROW is an evaluation (``acc_mean``, ``acc_std``, ``accs``, ``runs``, ``per_class``,
 ``confusion``, ``cost`` ...); SKIPPED is ``{"skipped": why}``. Sections nest: any mapping
@@ -96,6 +96,39 @@ def _control_label(method: str, ipc: int, role: str, model: str | None) -> str:
         return f"{method}, IPC {ipc}, {CONTROL_NAMES.get(parts[0], parts[0].replace('_', ' '))} (control)"
     who = {"random": "random real", "distilled": method}.get(parts[-1], parts[-1].replace("_", " "))
     return f"{who}, IPC {ipc}, {model or ' '.join(parts[:-1]).replace('_', ' ')} (control)"
+
+
+# DD-Ranking's weight between improvement over random and hard-label recovery (its leaderboard's default)
+LRS_WEIGHT = 0.5
+
+
+def dd_ranking_scores(result: dict, w: float = LRS_WEIGHT) -> dict | None:
+    """DD-Ranking's label-robust scores (arXiv:2505.13300) from the rows a run has, accuracies as fractions:
+
+    * hard-label recovery ``HLR = acc(full training set, hard labels) - acc(distilled set, hard labels)``:
+      here the full *noisy* set under CE, and the distilled set's hard-label control (its main row when
+      its labels are hard);
+    * improvement over random ``IOR = acc(distilled set) - acc(random real images)``, both under the
+      same protocol (the random control at the set's lr);
+    * ``LRS = 100 (e^a - e^-1) / (e - e^-1)`` with ``a = w IOR - (1 - w) HLR``.
+
+    None when a row is missing (a skipped hard-label control)."""
+    import math
+
+    res = result["results"]
+    distilled, random, full = res.get("distilled"), res.get("random"), res.get("full_noisy")
+    hard = distilled if (distilled or {}).get("label_kind") == "hard" else (res.get("controls") or {}).get("hard_labels")
+    if not all(r and "acc_mean" in r for r in (distilled, random, full, hard)):
+        return None
+    hlr = full["acc_mean"] - hard["acc_mean"]
+    ior = distilled["acc_mean"] - random["acc_mean"]
+    a = w * ior - (1 - w) * hlr
+    return {"hard_label_recovery": hlr, "improvement_over_random": ior, "label_robust_score": 100 * (math.exp(a) - math.exp(-1)) / (math.e - math.exp(-1)),
+            "weight": w, "definition": "DD-Ranking (arXiv:2505.13300); real-hard = the full noisy set under CE"}
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
 
 
 def read_result(path: str | Path) -> dict:
@@ -191,6 +224,19 @@ def format_result_table(result: dict) -> str:
                      f"{'–' if lr is None else f'{lr:.4g}'} | {c['seconds']:.1f} | {format_count(c['images_processed'])} |")
     t = result["timings_s"]
     lines.append("")
+    sel = [(row.label, name, s) for row in rows if row.skipped is None for name, s in (row.value.get("selection") or {}).items()
+           if "precision" in s]
+    if sel:
+        lines.append("selections scored against the clean labels (precision: share kept whose label is correct; recall: share "
+                     "of the correctly labelled kept): " + "; ".join(
+                         f"{label} {name}: {_pct(s['precision'])} / {_pct(s['recall'])}" for label, name, s in sel))
+    scores = result.get("dd_ranking")
+    if scores:
+        lines.append(f"DD-Ranking (w = {scores['weight']:g}): hard-label recovery {100 * scores['hard_label_recovery']:+.2f} points, "
+                     f"improvement over random {100 * scores['improvement_over_random']:+.2f} points, "
+                     f"label-robust score {scores['label_robust_score']:.2f}")
+    for note in result.get("notes") or []:
+        lines.append(f"note: {note}")
     if best:
         lines.append("test acc: final epoch (the headline). Best of checkpoints: the highest clean test accuracy over the "
                      "epochs tested (every evaluation.checkpoint_every epochs and the last), the epoch chosen on the test set "

@@ -40,7 +40,7 @@ from ddlnl.experiment import PreparedData, save_noise
 from ddlnl.export import class_grid_png
 from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
-from ddlnl.results import SCHEMA_VERSION, write_result
+from ddlnl.results import SCHEMA_VERSION, dd_ranking_scores, write_result
 from ddlnl.spec import ExperimentSpec
 from ddlnl.stages import RunFolder, stage_key
 from ddlnl.synset import SyntheticSet
@@ -172,6 +172,7 @@ class _Pipeline:
             "num_validation": 0 if data.validation is None else len(data.validation.index), "classes": list(data.splits.train.classes),
             "seed_scheme": SEED_SCHEME, "results": results, "notes": [] if data.noisy.clean_known else [NO_CLEAN_LABELS_NOTE], "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
         }
+        result["dd_ranking"] = dd_ranking_scores(result)
         write_result(self.folder.file("result.json"), result)
         return result
 
