@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from ddlnl.data import cifar, cifarn, tiny
+from ddlnl.data.fetch import ALIASES, SOURCES, fetch_hint
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.errors import DdlnlError
 
 HUMAN_FILES: dict[str, str] = {"cifar10n": "cifar10", "cifar100n": "cifar100"}
+_FETCHABLE = set(SOURCES) | set(ALIASES)  # names `ddlnl data fetch` knows
 
 # (train size, test size, classes, train per class, test per class, image side)
 EXPECTED: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -130,6 +132,8 @@ def _check_dataset(name: str, root: Path, row: dict[str, Any]) -> dict[str, Any]
            "problems": problems, "notes": notes}
     if row["status"] == "missing":
         problems.append(f"not found at {row['path']}")
+        if name in _FETCHABLE:
+            notes.append(f"to get it: {fetch_hint(name, root)}")
         return out
     try:
         splits = load_dataset(name, root)
@@ -178,6 +182,7 @@ def _check_human(name: str, root: Path, row: dict[str, Any]) -> dict[str, Any]:
            "problems": problems, "notes": notes}
     if row["status"] == "missing":
         problems.append(f"not found (looked for {row['path']} and the other names of `ddlnl data list`)")
+        notes.append(f"to get it: {fetch_hint(name, root)}")
         return out
     path = Path(row["path"])
     known = cifarn.HUMAN_LABEL_SHA256.get(path.name)

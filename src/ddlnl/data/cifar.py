@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddlnl.data.fetch import fetch_hint
 from ddlnl.data.safe_pickle import load_pickle_restricted
 from ddlnl.data.types import DatasetSplits, LabeledImages
 from ddlnl.errors import DataError, check_choice
@@ -203,12 +204,13 @@ def _choose_layout(family: str, root: Path) -> Layout:
         lay = partial[0]
         raise DataError(
             f"{family}: the {lay.layout} layout in {lay.path} is incomplete; missing: {', '.join(lay.missing)}",
-            "restore the missing files (re-obtain the dataset) or remove the folder",
+            f"restore the missing files or remove the folder; or {fetch_hint(family, root, force=True)} "
+            f"into {root / _TV_DIR[family]}/",
         )
     npz, tv = layouts
     raise DataError(
-        f"{family} not found under {root}",
-        f"provide either the npz layout ({npz.path}/train.npz or train_part*.npz, plus {npz.path}/test.npz) "
+        f"{family} not found under {root} (looked for {npz.path}/ and {tv.path}/)",
+        f"{fetch_hint(family, root)}; or provide either the npz layout ({npz.path}/train.npz or train_part*.npz, plus {npz.path}/test.npz) "
         f"or the torchvision layout ({tv.path}/ with {', '.join(_TV_TRAIN[family] + (_TV_TEST[family],))}); "
         "or point --data-root / $DDLNL_DATA at the folder that holds them",
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddlnl.data.fetch import fetch_hint
 from ddlnl.errors import DataError, check_choice
 
 HUMAN_LABEL_SETS: dict[str, tuple[str, ...]] = {
@@ -49,7 +50,7 @@ HUMAN_LABEL_SHA256: dict[str, str] = {
 }
 
 _GET_FIX = (
-    "get {name}.pt from the GitHub repository UCSC-REAL/cifar-10-100n (folder data/) "
+    "{hint}; or get {name}.pt from the GitHub repository UCSC-REAL/cifar-10-100n (folder data/) "
     "and put it at {path}"
 )
 
@@ -135,9 +136,10 @@ def load_human_labels(dataset: str, label_set: str, data_root: str | Path,
     path = find_human_label_file(dataset, data_root)
     if path is None:
         cands = human_label_candidates(dataset, data_root)
+        fetch_name = _STEM["cifar10" if dataset == "cifar10" else "cifar100"][0]
         raise DataError(
-            f"no {dataset} human label file; looked for: {', '.join(map(str, cands))}",
-            _GET_FIX.format(name=cands[1].stem, path=cands[1]),
+            f"no {dataset} human label file ({fetch_name}) under {data_root}; looked for: {', '.join(map(str, cands))}",
+            _GET_FIX.format(hint=fetch_hint(fetch_name, data_root), name=cands[1].stem, path=cands[1]),
         )
     labels = read_human_label_file(path)
     ck, nk = clean_key(dataset), label_key(dataset, label_set)

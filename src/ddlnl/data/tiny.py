@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ddlnl.data.fetch import fetch_hint
 from ddlnl.data.types import DatasetSplits, LabeledImages
 from ddlnl.errors import DataError
 
@@ -48,8 +49,8 @@ def read_wnids(base: Path) -> list[str]:
     path = base / "wnids.txt"
     if not path.is_file():
         raise DataError(
-            f"Tiny-ImageNet not found: {path} is missing",
-            f"extract tiny-imagenet-200.zip so that {base}/wnids.txt, {base}/train/<wnid>/images/ and "
+            f"tinyimagenet (Tiny-ImageNet) not found under {base.parent}: {path} is missing",
+            f"{fetch_hint('tinyimagenet', base.parent)}; or extract tiny-imagenet-200.zip so that {base}/wnids.txt, {base}/train/<wnid>/images/ and "
             f"{base}/val/images/ + {base}/val/val_annotations.txt exist",
         )
     wnids = [w.strip() for w in path.read_text().splitlines() if w.strip()]
