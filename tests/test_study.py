@@ -393,7 +393,7 @@ def test_report_renders_from_fixture_database(tmp_path):
     from ddlnl.study.report import write_report
 
     _fixture_db(tmp_path / "study")
-    rep = write_report(tmp_path / "study")
+    rep = write_report(tmp_path / "study", dpi=72)  # resolution is tested in test_report_figures.py; 72 keeps this one quick
     names = {p.name.split("-")[0] for p in rep["figures"]}
     assert {"acc_vs_ipc", "acc_vs_rate", "per_class", "synset", "absorption"} <= names, names
     assert any("softlabels" in p.name for p in rep["figures"])

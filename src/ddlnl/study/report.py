@@ -7,27 +7,34 @@ Writes into ``DIR/report/``:
   noise-absorption tables and links to every figure;
 - ``results.csv`` (aggregated: per dataset, imbalance, noise, rate, method, IPC; all
   evaluation runs of all seeds pooled) and ``cells.csv`` (one row per cell, with timings);
-- ``figures/*.png``:
-  ``acc_vs_ipc-*``: accuracy against IPC, one colour per noise level, the full-noisy
-  accuracy as a dashed line of the same colour, the random control dotted;
-  ``acc_vs_rate-*``: accuracy against (realised) noise rate per method and IPC;
-  ``per_class-*``: per-class accuracy (flip sources/targets marked for asymmetric noise;
-  classes in index order, which is head to tail for long-tailed sets);
+- ``figures/*.png`` (at ``dpi``; with ``svg`` also a ``.svg`` beside each). A method has one colour
+  in every figure (:func:`method_colour`), the full noisy set is black and the random control grey;
+  every mark has a legend entry; titles name the setting in words, file names keep the slugs:
+  ``acc_vs_ipc-*``: accuracy against IPC for one method, a panel per noise level, the random
+  control dotted, the full noisy set a dashed line;
+  ``acc_vs_rate-*``: accuracy against (realised) noise rate, a panel per IPC, a line per method;
+  ``per_class-*``: per-class accuracy (a flip source's tick reads ``source → target`` for
+  asymmetric noise; classes in index order, which is head to tail for long-tailed sets);
   ``synset-*``: the distilled images, one row per class (at most 20 rows, 10 columns);
   ``absorption-*``: for asymmetric noise, row-normalised confusion matrices of networks
   trained on the full noisy set, the random control and the distilled set, flip cells
   outlined, and for soft-label sets the mean label mass on each flip target.
+
+Error bars are the spread of the evaluation runs; a point from a single run has none, and the
+tables print it as ``(1 run)``, never as ``± 0.00``.
 """
 
 from __future__ import annotations
 
 import csv
+import zlib
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ddlnl.data.noise import NoiseSpec
+from ddlnl.data.noise import HUMAN_NOISE, NoiseSpec, takes_rate
 from ddlnl.errors import ConfigError
 from ddlnl.results import MAIN_ROLES as ROLES
 
@@ -93,19 +100,14 @@ def _setting_name(s) -> str:
     return f"{ds}{f'-lt{imb:g}' if imb is not None else ''}-{Path(preset).stem}"
 
 
-# Student's t quantile t_{0.975, df} for df = 1..30 (beyond: 1.96). A table rather than a scipy
-# dependency for one quantile; the values are the standard two-sided 95 % ones.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 def seed_interval(means: list[float]) -> float | None:
     """Half-width of the 95 % t-interval of the mean over seeds (one value per seed); None for one seed."""
+    from scipy.stats import t  # scipy comes with scikit-learn; imported here to keep `ddlnl` start-up light
+
     k = len(means)
     if k < 2:
         return None
-    t = _T975[k - 2] if k - 1 <= len(_T975) else 1.96
-    return float(t * np.std(means, ddof=1) / np.sqrt(k))
+    return float(t.ppf(0.975, k - 1) * np.std(means, ddof=1) / np.sqrt(k))
 
 
 def _pool(evals: list[dict]) -> dict:
@@ -155,6 +157,51 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+# -- names in words ------------------------------------------------------------------------
+
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cifar100_coarse": "CIFAR-100 (20 superclasses)",
+                  "tinyimagenet": "Tiny-ImageNet"}
+HUMAN_SET_TITLES = {"cifar10": "CIFAR-10N", "cifar100": "CIFAR-100N", "cifar100_coarse": "CIFAR-100N"}
+HUMAN_LEVEL_TITLES = {"aggre": "aggregate", "random1": "random 1", "random2": "random 2", "random3": "random 3",
+                      "worst": "worst", "noisy100": "noisy"}
+NOISE_TITLES = {"symmetric": "symmetric", "symmetric_inclusive": "symmetric (true class included)",
+                "asymmetric": "asymmetric", "pairflip": "pair-flip"}
+
+
+def dataset_title(dataset: str) -> str:
+    """``CIFAR-100 (20 superclasses)``; a folder dataset's name as it is."""
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def setting_title(setting: tuple) -> str:
+    """The setting as a reader says it (``CIFAR-10, long-tailed (ρ = 10), quick preset``); file names
+    keep :func:`_setting_name`'s slug."""
+    ds, imb, preset = setting
+    lt = f", long-tailed (ρ = {imb:g})" if imb is not None else ""
+    return f"{dataset_title(ds)}{lt}, {Path(preset).stem} preset"
+
+
+def noise_title(dataset: str, noise: str, rate: float) -> str:
+    """One noise level in words: ``symmetric 40 %``, ``CIFAR-10N worst``, ``clean labels``."""
+    if noise == "clean":
+        return "clean labels"
+    if noise in HUMAN_NOISE:
+        return f"{HUMAN_SET_TITLES.get(dataset, 'CIFAR-N')} {HUMAN_LEVEL_TITLES.get(noise, noise)}"
+    return f"{NOISE_TITLES.get(noise, noise)} {100 * rate:g} %" if takes_rate(noise) else f"{noise} labels"
+
+
+def _cell_title(c: dict) -> str:
+    """A cell in words on two lines, for figures of one cell: ``CIFAR-10, quick preset, symmetric 40 %`` / ``dm IPC 10``."""
+    return f"{setting_title(_setting(c))}, {noise_title(c['dataset'], c['noise'], c['rate'])}\n{c['method']} IPC {c['ipc']}"
+
+
+def family_title(dataset: str, family: str) -> str:
+    """A noise family in words: ``symmetric noise``, ``CIFAR-10N human labels``."""
+    if family == "human":
+        return f"{HUMAN_SET_TITLES.get(dataset, 'CIFAR-N')} human labels"
+    return "clean labels" if family == "clean" else f"{NOISE_TITLES.get(family, family)} noise"
+
+
 # -- tables -------------------------------------------------------------------------------
 
 def _num(v, fmt: str = ".2f") -> str:
@@ -172,6 +219,11 @@ def _pct(p) -> str:
     return out
 
 
+def _csv_std(p: dict) -> str:
+    """The runs' std, empty for a single run: one run has no spread, and 0 would read as a measured one."""
+    return f"{p['std']:.6f}" if p["n"] > 1 else ""
+
+
 def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: Path) -> list[Path]:
     from ddlnl.utils.io import atomic_path
 
@@ -183,7 +235,7 @@ def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: 
                     *[f"{r}_{s}" for r in ROLES for s in ("mean", "std", "n", "ci95")]])
         for r in agg:
             w.writerow([r["dataset"], r["imbalance"], r["preset"], r["noise"], r["rate"], f"{r['actual_rate']:.6f}", r["method"], r["ipc"],
-                        r["seeds"], *[x for role in ROLES for x in ((f"{r[role]['mean']:.6f}", f"{r[role]['std']:.6f}", r[role]["n"],
+                        r["seeds"], *[x for role in ROLES for x in ((f"{r[role]['mean']:.6f}", _csv_std(r[role]), r[role]["n"],
                                                                       "" if r[role]["ci95"] is None else f"{r[role]['ci95']:.6f}")
                                                                      if r[role] else ("", "", 0, ""))]])
     paths.append(p)
@@ -212,7 +264,7 @@ def markdown_tables(agg: list[dict]) -> list[str]:
         ipcs = sorted({r["ipc"] for r in rs})
         methods_at = {i: sorted({r["method"] for r in rs if r["ipc"] == i}) for i in ipcs}  # only columns with cells
         levels = sorted({(r["rate"], r["noise"]) for r in rs})
-        title = f"{ds}{f' (long-tailed, ρ={imb:g})' if imb is not None else ''}, {fam if fam != 'human' else 'human (CIFAR-N) labels'}, preset {Path(preset).stem}"
+        title = f"{setting_title((ds, imb, preset))}: {family_title(ds, fam)}"
         cols = ["noise", "realised rate", "full noisy"] + [f"{name} IPC {i}" for i in ipcs for name in ["random", *methods_at[i]]]
         lines += [f"### {title}", "", ("Test accuracy (%): mean ± std over all evaluation runs of all seeds; with several seeds, "
                                             "[± the 95 % t-interval of the mean over seeds]."), "",
@@ -263,95 +315,146 @@ def other_rows_table(rows: list[dict]) -> list[str]:
 
 # -- figures ------------------------------------------------------------------------------
 
-def _save(fig, path: Path) -> Path:
-    from ddlnl.utils.io import atomic_path
+@dataclass(frozen=True)
+class Render:
+    """How figures are written: PNG at ``dpi``, and with ``svg`` a vector copy beside each (for papers)."""
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    dpi: int = 200
+    svg: bool = False
+
+    def save(self, fig, path: Path) -> Path:
+        """Write ``fig`` atomically as ``path`` (PNG) and, with ``svg``, ``path.svg``; return the PNG's path."""
+        from ddlnl.utils.io import atomic_path
+
+        for fmt in ("png", "svg") if self.svg else ("png",):
+            with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=self.dpi, bbox_inches="tight")
+        _plt().close(fig)
+        return path
 
 
-def fig_acc_vs_ipc(agg, folder: Path) -> list[Path]:
+# A method's colour is fixed so that it reads the same in every figure and every report: tab10 in this
+# order for the known methods, one of the spare slots (picked by a hash of the name) for any other.
+# tab:gray is left out: grey is the random control's, black the full noisy set's.
+METHOD_COLOURS = dict(zip(("dm", "mtt", "datm", "dance", "rcig", "random"),
+                          ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
+SPARE_COLOURS = ("tab:pink", "tab:olive", "tab:cyan")
+FULL_NOISY_COLOUR, RANDOM_COLOUR = "black", "grey"
+FULL_NOISY_LABEL, RANDOM_LABEL = "full noisy set", "random real images"
+
+
+def method_colour(method: str) -> str:
+    """The method's colour in every figure (stable across runs: crc32, not Python's salted hash)."""
+    return METHOD_COLOURS.get(method) or SPARE_COLOURS[zlib.crc32(method.encode()) % len(SPARE_COLOURS)]
+
+
+def _errorbar(ax, x, pools: list[dict], **kw):
+    """Means with the runs' std as error bars; a single-run point gets no bar (NaN), not a zero-length one with caps."""
+    err = [100 * p["std"] if p["n"] > 1 else np.nan for p in pools]
+    return ax.errorbar(x, [100 * p["mean"] for p in pools], yerr=None if np.all(np.isnan(err)) else err, capsize=3, **kw)
+
+
+def _panels(n: int):
+    """``n`` panels on one accuracy axis, at most 3 a row; returns the figure and the panels in use."""
+    nrows = -(-n // 3)
+    ncols = -(-n // nrows)
+    fig, axes = _plt().subplots(nrows, ncols, figsize=(2.6 * ncols + 1.6, 2.5 * nrows + 0.8), sharey=True,
+                                squeeze=False, layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("clean test accuracy (%)", fontsize=9)
+    return fig, list(axes.flat[:n])
+
+
+def _finish_panels(fig, handles: dict, title: str) -> None:
+    """One legend for all panels (``handles``: label -> an artist drawn with it), right of them, and the title."""
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+
+
+def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> list[Path]:
+    """Per setting, noise family and method: accuracy against IPC, a panel per noise level."""
     plt = _plt()
     out = []
     groups = defaultdict(list)
     for r in agg:
         groups[(_setting(r), _family(r), r["method"])].append(r)
     for (setting, fam, method), rs in groups.items():
-        fig, ax = plt.subplots(figsize=(6, 4.2))
         levels = sorted({(r["rate"], r["noise"]) for r in rs})
-        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(levels), 1)))
-        ipcs_all = sorted({r["ipc"] for r in rs})
-        for (rate, noise), col in zip(levels, colours):
+        ipcs = sorted({r["ipc"] for r in rs})
+        fig, axes = _panels(len(levels))
+        handles = {}
+        for ax, (rate, noise) in zip(axes, levels):
             sub = sorted((r for r in rs if r["rate"] == rate and r["noise"] == noise), key=lambda r: r["ipc"])
-            x = [r["ipc"] for r in sub]
-            label = _level(sub[0]) + (f" ({100 * sub[0]['actual_rate']:.0f}%)" if fam == "human" else "")
-            d = [r["distilled"] for r in sub]
-            ax.errorbar(x, [100 * p["mean"] for p in d], yerr=[100 * p["std"] for p in d], color=col, marker="o", capsize=3,
-                        label=f"{method}, noise {label}")
-            rnd = [r["random"] for r in sub if r["random"]]
+            handles.setdefault(f"{method} (distilled)", _errorbar(ax, [r["ipc"] for r in sub], [r["distilled"] for r in sub],
+                                                                  color=method_colour(method), marker="o", zorder=3))
+            rnd = [r for r in sub if r["random"]]
             if rnd:
-                ax.plot(x[:len(rnd)], [100 * p["mean"] for p in rnd], color=col, marker="x", linestyle=":", alpha=0.7)
+                handles.setdefault(RANDOM_LABEL, ax.plot([r["ipc"] for r in rnd], [100 * r["random"]["mean"] for r in rnd],
+                                                         color=RANDOM_COLOUR, marker="x", linestyle=":")[0])
             if sub[0]["full_noisy"]:
-                ax.axhline(100 * sub[0]["full_noisy"]["mean"], color=col, linestyle="--", linewidth=1.2)
-        if len(ipcs_all) > 1:
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(ipcs_all)
-        ax.set_xticklabels([str(i) for i in ipcs_all])
-        ax.set_xlabel("images per class (IPC)")
-        ax.set_ylabel("clean test accuracy (%)")
-        ax.set_title(f"{_setting_name(setting)}: {fam} noise\nsolid: {method}; dotted: random real; dashed: full noisy set")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        out.append(_save(fig, folder / f"acc_vs_ipc-{_setting_name(setting)}-{fam}-{method}.png"))
+                handles.setdefault(FULL_NOISY_LABEL, ax.axhline(100 * sub[0]["full_noisy"]["mean"], color=FULL_NOISY_COLOUR,
+                                                                linestyle="--", linewidth=1.2))
+            realised = f" (realised {100 * sub[0]['actual_rate']:.0f} %)" if fam == "human" else ""
+            ax.set_title(noise_title(setting[0], noise, rate) + realised, fontsize=9)
+            if len(ipcs) > 1:
+                ax.set_xscale("log")
+            ax.set_xticks(ipcs, [str(i) for i in ipcs])
+            ax.xaxis.set_minor_locator(plt.NullLocator())  # ticks at the IPCs run and nowhere else
+            ax.set_xlabel("images per class (IPC)", fontsize=9)
+            ax.grid(alpha=0.3)
+        _finish_panels(fig, handles, f"{setting_title(setting)}\n{family_title(setting[0], fam)}: {method}")
+        out.append(render.save(fig, folder / f"acc_vs_ipc-{_setting_name(setting)}-{fam}-{method}.png"))
     return out
 
 
-def fig_acc_vs_rate(agg, folder: Path) -> list[Path]:
-    plt = _plt()
+def _by_rate(rs, role: str) -> tuple[list[float], list[dict]]:
+    """One ``role`` pool per realised rate (the first row's: a control is shared by a level's rows), sorted by rate."""
+    by = {}
+    for r in rs:
+        if r[role]:
+            by.setdefault(r["actual_rate"], r[role])
+    xs = sorted(by)
+    return xs, [by[x] for x in xs]
+
+
+def fig_acc_vs_rate(agg, folder: Path, render: Render) -> list[Path]:
+    """Per setting and noise family: accuracy against the realised noise rate, a panel per IPC, a line per method."""
     out = []
     groups = defaultdict(list)
     for r in agg:
         groups[(_setting(r), _family(r))].append(r)
     for (setting, fam), rs in groups.items():
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        lines = sorted({(r["method"], r["ipc"]) for r in rs})
-        colours = plt.cm.tab10(np.arange(len(lines)) % 10)
-        for (m, ipc), col in zip(lines, colours):
-            sub = sorted((r for r in rs if r["method"] == m and r["ipc"] == ipc), key=lambda r: r["actual_rate"])
-            x = [100 * r["actual_rate"] for r in sub]
-            ax.errorbar(x, [100 * r["distilled"]["mean"] for r in sub], yerr=[100 * r["distilled"]["std"] for r in sub],
-                        color=col, marker="o", capsize=3, label=f"{m} IPC {ipc}")
-        for ipc in sorted({r["ipc"] for r in rs}):
-            sub = {}
-            for r in rs:
-                if r["ipc"] == ipc and r["random"]:
-                    sub.setdefault(r["actual_rate"], r["random"])
-            xs = sorted(sub)
-            ax.plot([100 * x for x in xs], [100 * sub[x]["mean"] for x in xs], linestyle=":", marker="x", color="grey",
-                    alpha=0.5 + 0.5 * ipc / max(r["ipc"] for r in rs), label=f"random IPC {ipc}")
-        base = {}
-        for r in rs:
-            if r["full_noisy"]:
-                base.setdefault(r["actual_rate"], r["full_noisy"])
-        xs = sorted(base)
-        ax.errorbar([100 * x for x in xs], [100 * base[x]["mean"] for x in xs], yerr=[100 * base[x]["std"] for x in xs],
-                    color="black", linestyle="--", marker="s", capsize=3, label="full noisy set")
-        if fam == "human":
-            for x in xs:
-                name = next(r["noise"] for r in rs if r["actual_rate"] == x)
-                ax.annotate(name, (100 * x, 100 * base[x]["mean"]), textcoords="offset points", xytext=(3, 5), fontsize=7)
-        ax.set_xlabel("realised noise rate (%)")
-        ax.set_ylabel("clean test accuracy (%)")
-        ax.set_title(f"{_setting_name(setting)}: {fam} noise")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        out.append(_save(fig, folder / f"acc_vs_rate-{_setting_name(setting)}-{fam}.png"))
+        ipcs = sorted({r["ipc"] for r in rs})
+        top = max(10.0, 110 * max(r["actual_rate"] for r in rs))
+        fig, axes = _panels(len(ipcs))
+        handles = {}
+        for ax, ipc in zip(axes, ipcs):
+            at = [r for r in rs if r["ipc"] == ipc]
+            for m in sorted({r["method"] for r in at}):
+                sub = sorted((r for r in at if r["method"] == m), key=lambda r: r["actual_rate"])
+                handles.setdefault(f"{m} (distilled)", _errorbar(ax, [100 * r["actual_rate"] for r in sub], [r["distilled"] for r in sub],
+                                                                 color=method_colour(m), marker="o", zorder=3))
+            xs, pools = _by_rate(at, "random")
+            if xs:
+                handles.setdefault(RANDOM_LABEL, ax.plot([100 * x for x in xs], [100 * p["mean"] for p in pools], color=RANDOM_COLOUR,
+                                                         marker="x", linestyle=":")[0])
+            xs, base = _by_rate(at, "full_noisy")
+            if xs:
+                handles.setdefault(FULL_NOISY_LABEL, _errorbar(ax, [100 * x for x in xs], base, color=FULL_NOISY_COLOUR,
+                                                               marker="s", linestyle="--"))
+            if fam == "human":  # each label set at its realised rate, named
+                for x, p in zip(xs, base):
+                    noise = next(r["noise"] for r in at if r["actual_rate"] == x)
+                    ax.annotate(HUMAN_LEVEL_TITLES.get(noise, noise), (100 * x, 100 * p["mean"]), textcoords="offset points", xytext=(3, 5),
+                                fontsize=7)
+            ax.set_xlim(-0.02 * top, top)  # from 0: a lone human label set is a point on a rate axis, not a zoom on it
+            ax.set_xlabel("realised noise rate (%)", fontsize=9)
+            ax.set_title(f"IPC {ipc}", fontsize=9)
+            ax.grid(alpha=0.3)
+        _finish_panels(fig, handles, f"{setting_title(setting)}\n{family_title(setting[0], fam)}")
+        out.append(render.save(fig, folder / f"acc_vs_rate-{_setting_name(setting)}-{fam}.png"))
     return out
 
 
@@ -368,7 +471,8 @@ def _flips(c) -> list[tuple[int, int]]:
     return [(int(s), int(t)) for s, t in zip(*np.nonzero(P)) if s != t]
 
 
-def fig_per_class(agg, folder: Path) -> list[Path]:
+def fig_per_class(agg, folder: Path, render: Render) -> list[Path]:
+    """Per noise level, at the largest IPC: each class's accuracy for the full noisy set, random and every method."""
     plt = _plt()
     out = []
     groups = defaultdict(list)
@@ -380,35 +484,32 @@ def fig_per_class(agg, folder: Path) -> list[Path]:
         c0 = at[0]["cells"][0]
         C = len(c0["evals"]["distilled"]["per_class"])
         names = c0["classes"] or [str(i) for i in range(C)]
-        series = [("full noisy set", [c["evals"]["full_noisy"] for r in at for c in r["cells"] if "full_noisy" in c["evals"]][:1])]
-        series.append((f"random IPC {top}", [e for c in at[0]["cells"] if (e := recipe_lr_random(c)) is not None]))
-        series += [(f"{r['method']} IPC {top}", [c["evals"]["distilled"] for c in r["cells"]]) for r in at]
+        series = [(FULL_NOISY_LABEL, FULL_NOISY_COLOUR,
+                   [c["evals"]["full_noisy"] for r in at for c in r["cells"] if "full_noisy" in c["evals"]][:1])]
+        series.append((f"{RANDOM_LABEL}, IPC {top}", RANDOM_COLOUR,
+                       [e for c in at[0]["cells"] if (e := recipe_lr_random(c)) is not None]))
+        series += [(f"{r['method']} IPC {top}", method_colour(r["method"]), [c["evals"]["distilled"] for c in r["cells"]]) for r in at]
         fig, ax = plt.subplots(figsize=(max(6, 0.55 * C) if C <= 20 else 10, 4.2))
         width = 0.8 / len(series)
-        for k, (label, evs) in enumerate(series):
+        for k, (label, colour, evs) in enumerate(series):
             if not evs:
                 continue
             pc = 100 * np.mean([e["per_class"] for e in evs], axis=0)
             if C <= 20:
-                ax.bar(np.arange(C) + (k - (len(series) - 1) / 2) * width, pc, width, label=label)
+                ax.bar(np.arange(C) + (k - (len(series) - 1) / 2) * width, pc, width, label=label, color=colour)
             else:
-                ax.plot(np.arange(C), pc, label=label, linewidth=1)
-        flips = _flips(c0)
+                ax.plot(np.arange(C), pc, label=label, linewidth=1, color=colour)
+        target = dict(_flips(c0))  # flip source -> its target; named in the tick label, not coloured (colours are the series')
         if C <= 20:
-            ax.set_xticks(np.arange(C))
-            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ticks = ax.get_xticklabels()
-            for t in {t for _, t in flips} - {s for s, _ in flips}:
-                ticks[t].set_color("tab:blue")
-            for s in {s for s, _ in flips}:
-                ticks[s].set_color("tab:red")
+            ax.set_xticks(np.arange(C), [f"{n} → {names[target[i]]}" if i in target else n for i, n in enumerate(names)],
+                         rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("clean test accuracy (%)")
         lt = " (classes head → tail)" if setting[1] is not None else ""
-        mark = "; red: flip sources, blue: flip targets" if flips and C <= 20 else ""
-        ax.set_title(f"{_setting_name(setting)}: noise {_noise_name(c0)} — per-class accuracy{lt}{mark}", fontsize=9)
-        ax.legend(fontsize=7)
+        mark = "; a flip source reads 'class → flip target'" if target and C <= 20 else ""
+        ax.set_title(f"{setting_title(setting)}, {noise_title(setting[0], noise, rate)}\nper-class accuracy{lt}{mark}", fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-        out.append(_save(fig, folder / f"per_class-{_setting_name(setting)}-{_noise_name(c0).replace(' ', '-')}.png"))
+        out.append(render.save(fig, folder / f"per_class-{_setting_name(setting)}-{_noise_name(c0).replace(' ', '-')}.png"))
     return out
 
 
@@ -422,7 +523,7 @@ def _synset_images(path: str):
     return imgs.permute(0, 2, 3, 1).numpy(), labels.numpy(), s
 
 
-def fig_synsets(rows, folder: Path) -> list[Path]:
+def fig_synsets(rows, folder: Path, render: Render) -> list[Path]:
     """One grid per (group, method): the cell with the largest IPC up to 10 (else the smallest IPC)."""
     plt = _plt()
     out = []
@@ -442,7 +543,9 @@ def fig_synsets(rows, folder: Path) -> list[Path]:
         ipc = c["ipc"]
         per_class_order = imgs.shape[0] == C * ipc
         rows_n, cols_n = min(C, MAX_GRID_ROWS), min(ipc, MAX_GRID_COLS)
-        fig, axes = plt.subplots(rows_n, cols_n, figsize=(0.9 * cols_n + 1.2, 0.9 * rows_n), squeeze=False)
+        # square cells edge to edge and the title just above them (row labels and title fall outside; saved tight)
+        fig, axes = plt.subplots(rows_n, cols_n, figsize=(0.9 * cols_n, 0.9 * rows_n), squeeze=False,
+                                 gridspec_kw={"left": 0, "right": 1, "bottom": 0, "top": 1, "wspace": 0.05, "hspace": 0.05})
         names = c["classes"] or [str(i) for i in range(C)]
         for r in range(rows_n):
             idx = np.arange(r * ipc, (r + 1) * ipc) if per_class_order else np.flatnonzero(labels == r)
@@ -455,11 +558,11 @@ def fig_synsets(rows, folder: Path) -> list[Path]:
                     ax.imshow(img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
                 if k == 0:
                     ax.set_ylabel(names[r], rotation=0, ha="right", va="center", fontsize=7)
-        title = f"{method} IPC {ipc}, {c['dataset']}, noise {_noise_name(c)} ({s.label_kind} labels)"
+        title = f"{_cell_title(c)} ({s.label_kind} labels)"
         if C > rows_n:
             title += f" — first {rows_n} of {C} classes"
-        fig.suptitle(title, fontsize=8)
-        out.append(_save(fig, folder / f"synset-{group}-{method}-ipc{ipc}.png"))
+        fig.suptitle(title, fontsize=8, y=1, va="bottom")
+        out.append(render.save(fig, folder / f"synset-{group}-{method}-ipc{ipc}.png"))
     return out
 
 
@@ -482,7 +585,8 @@ def _soft_mass(path: str, ipc: int, C: int, flips) -> list[tuple[int, int, float
     return out
 
 
-def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
+def fig_absorption(rows, folder: Path, render: Render) -> tuple[list[Path], list[str]]:
+    """For asymmetric noise: where the flips went (confusion matrices) and, for soft labels, the label mass on them."""
     plt = _plt()
     out, md = [], []
     for c in rows:
@@ -499,7 +603,7 @@ def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
             M = np.asarray(ev[role]["confusion"], dtype=float)
             M = M / np.maximum(M.sum(1, keepdims=True), 1)
             rates[role] = M
-            ax.imshow(M, vmin=0, vmax=1, cmap="Blues")
+            im = ax.imshow(100 * M, vmin=0, vmax=100, cmap="Blues")
             for s, t in flips:
                 ax.add_patch(plt.Rectangle((t - 0.5, s - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=1.5))
             if C <= 20:
@@ -512,12 +616,14 @@ def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
                         if M[i, j] >= 0.05:
                             ax.text(j, i, f"{100 * M[i, j]:.0f}", ha="center", va="center", fontsize=5,
                                     color="white" if M[i, j] > 0.5 else "black")
-            label = {"full_noisy": "full noisy set", "random": f"random IPC {c['ipc']}", "distilled": f"{c['method']} IPC {c['ipc']}"}[role]
+            label = {"full_noisy": FULL_NOISY_LABEL, "random": f"{RANDOM_LABEL}, IPC {c['ipc']}",
+                     "distilled": f"{c['method']} IPC {c['ipc']}"}[role]
             ax.set_title(f"trained on: {label}", fontsize=8)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true class")
-        fig.suptitle(f"{c['dataset']} asymmetric {c['rate']:g}: confusion (rows normalised); red: flip source → target", fontsize=9)
-        out.append(_save(fig, folder / f"absorption-{c['id']}.png"))
+        fig.colorbar(im, ax=axes[0], shrink=0.8, label="share of the true class's test images (%)")
+        fig.suptitle(f"{_cell_title(c)}: confusion (rows normalised); red: flip source → target", fontsize=9)
+        out.append(render.save(fig, folder / f"absorption-{c['id']}.png"))
         md += [f"#### {c['id']}", "", "Share of test images of each flip source predicted as its target (%):", "",
                "| flip | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
         shown = flips if len(flips) <= 12 else flips[:12]
@@ -532,14 +638,15 @@ def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
             if mass:
                 fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(mass)), 3.5))
                 x = np.arange(len(mass))
-                ax.bar(x - 0.2, [100 * m[2] for m in mass], 0.4, label="own class")
-                ax.bar(x + 0.2, [100 * m[3] for m in mass], 0.4, label="flip target")
+                colour = method_colour(c["method"])
+                ax.bar(x - 0.2, [100 * m[2] for m in mass], 0.4, label="own class", color=colour)
+                ax.bar(x + 0.2, [100 * m[3] for m in mass], 0.4, label="flip target", color=colour, alpha=0.5, hatch="//")
                 ax.set_xticks(x)
                 ax.set_xticklabels([f"{names[m[0]]}→{names[m[1]]}" for m in mass], rotation=45, ha="right", fontsize=7)
                 ax.set_ylabel("mean soft-label mass (%)")
-                ax.set_title(f"{c['method']} IPC {c['ipc']}: label mass of the synthetic images of each flip source", fontsize=8)
+                ax.set_title(f"{_cell_title(c)}: label mass of the synthetic images of each flip source", fontsize=8)
                 ax.legend(fontsize=7)
-                out.append(_save(fig, folder / f"absorption-softlabels-{c['id']}.png"))
+                out.append(render.save(fig, folder / f"absorption-softlabels-{c['id']}.png"))
                 md += ["Soft labels of the synthetic images of each flip source: mean mass on own class / flip target (%):", "",
                        "| flip | own class | flip target |", "|---|---|---|"]
                 md += [f"| {names[s]} → {names[t]} | {100 * a:.1f} | {100 * b:.1f} |" for s, t, a, b in mass] + [""]
@@ -548,7 +655,12 @@ def fig_absorption(rows, folder: Path) -> tuple[list[Path], list[str]]:
 
 # -- the report ---------------------------------------------------------------------------
 
-def write_report(study_dir: str | Path, out: str | Path | None = None) -> dict:
+def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: int = 200, svg: bool = False) -> dict:
+    """Tables and figures of ``study_dir`` in ``out`` (default ``study_dir/report``); figures as PNG at ``dpi``
+    and, with ``svg``, also as SVG. Returns the paths written (``figures``: the PNGs; ``svg``: their copies)."""
+    if dpi <= 0:
+        raise ConfigError(f"dpi must be a positive number of dots per inch, got {dpi}", "pass e.g. --dpi 200 (screen) or 300 (print)")
+    render = Render(dpi, svg)
     study_dir = Path(study_dir)
     folder = Path(out) if out else study_dir / "report"
     figdir = folder / "figures"
@@ -559,11 +671,11 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> dict:
     csvs = write_csv(agg, rows, all_cells, folder)
     figures = []
     if agg:
-        figures += fig_acc_vs_ipc(agg, figdir)
-        figures += fig_acc_vs_rate(agg, figdir)
-        figures += fig_per_class(agg, figdir)
-    figures += fig_synsets(rows, figdir)
-    absorption, absorption_md = fig_absorption(rows, figdir)
+        figures += fig_acc_vs_ipc(agg, figdir, render)
+        figures += fig_acc_vs_rate(agg, figdir, render)
+        figures += fig_per_class(agg, figdir, render)
+    figures += fig_synsets(rows, figdir, render)
+    absorption, absorption_md = fig_absorption(rows, figdir, render)
     figures += absorption
 
     study = meta.get("study", {})
@@ -610,4 +722,5 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> dict:
     md = folder / "report.md"
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    return {"folder": folder, "markdown": md, "csv": csvs, "figures": figures}
+    return {"folder": folder, "markdown": md, "csv": csvs, "figures": figures,
+            "svg": [f.with_suffix(".svg") for f in figures] if svg else []}
