@@ -12,9 +12,11 @@ from ddlnl.baselines import coteaching as _coteaching  # noqa: F401
 from ddlnl.baselines import dividemix as _dividemix  # noqa: F401
 from ddlnl.baselines import losses as _losses  # noqa: F401  (registers ce, gce, sce)
 from ddlnl.baselines.base import (
+    BASELINES,
     Baseline,
     BaselineContext,
     BaselineUnavailable,
+    baseline_class,
     create_baseline,
     list_baselines,
     parse_baselines,
@@ -22,5 +24,5 @@ from ddlnl.baselines.base import (
 )
 from ddlnl.baselines.full_noisy import train_full_noisy
 
-__all__ = ["Baseline", "BaselineContext", "BaselineUnavailable", "create_baseline", "list_baselines", "parse_baselines",
-           "register_baseline", "train_full_noisy"]
+__all__ = ["BASELINES", "Baseline", "BaselineContext", "BaselineUnavailable", "baseline_class", "create_baseline", "list_baselines",
+           "parse_baselines", "register_baseline", "train_full_noisy"]

@@ -20,21 +20,14 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from ddlnl.data.types import check_ipc
-    from ddlnl.utils.runtime import resolve_device, seed_everything
+    from ddlnl.api import distill
 
     spec = experiment_spec(args)
     apply_runtime_flags(args)
-    distiller = spec.distiller()
-    device = resolve_device(spec.device)
-    seed_everything(spec.seed)
-    data = spec.prepare_data()
-    check_ipc(data.noisy.labels, data.num_classes, spec.ipc)
-    ctx = spec.distill_context(data, device, log=progress_log(args), progress=not args.no_progress, checkpoint=Path(str(args.out) + ".checkpoint.pt"),
-                               checkpoint_every_s=checkpoint_every(args))
-    synset = distiller.run(ctx, spec.ipc)
-    synset.meta.update(spec.synset_meta(data) | {"timings_s": ctx.timings})
+    checkpoint = Path(str(args.out) + ".checkpoint.pt")
+    synset = distill(spec, log=progress_log(args), progress=not args.no_progress, checkpoint=checkpoint,
+                     checkpoint_every_s=checkpoint_every(args))
     synset.save(args.out)
-    ctx.checkpoint.unlink(missing_ok=True)  # the set is written: an interrupted run no longer needs it
-    print(f"wrote {args.out} ({synset.images.shape[0]} images, {synset.label_kind} labels) in {ctx.timings.get('distill', 0):.1f} s")
+    checkpoint.unlink(missing_ok=True)  # the set is written: an interrupted run no longer needs it
+    print(f"wrote {args.out} ({synset.images.shape[0]} images, {synset.label_kind} labels) in {synset.meta['timings_s'].get('distill', 0):.1f} s")
     return 0

@@ -1,6 +1,15 @@
 """Distillers, registered by name: ``random`` (control), ``dm``, ``mtt``, ``datm``, ``dance`` and ``rcig``."""
 
-from ddlnl.distill.base import Capabilities, DistillContext, Distiller, create_distiller, list_distillers, register_distiller
+from ddlnl.distill.base import (
+    DISTILLERS,
+    Capabilities,
+    DistillContext,
+    Distiller,
+    create_distiller,
+    distiller_class,
+    list_distillers,
+    register_distiller,
+)
 from ddlnl.distill import random as _random  # noqa: F401  (registers 'random')
 from ddlnl.distill import dm as _dm  # noqa: F401  (registers 'dm')
 from ddlnl.distill import mtt as _mtt  # noqa: F401  (registers 'mtt')
@@ -8,4 +17,5 @@ from ddlnl.distill import datm as _datm  # noqa: F401  (registers 'datm')
 from ddlnl.distill import dance as _dance  # noqa: F401  (registers 'dance')
 from ddlnl.distill import rcig as _rcig  # noqa: F401  (registers 'rcig')
 
-__all__ = ["Capabilities", "DistillContext", "Distiller", "create_distiller", "list_distillers", "register_distiller"]
+__all__ = ["DISTILLERS", "Capabilities", "DistillContext", "Distiller", "create_distiller", "distiller_class", "list_distillers",
+           "register_distiller"]
