@@ -251,6 +251,11 @@ def test_multi_seed_study_reports_an_interval_over_seeds(data_root, tmp_path):
     assert "over 3 seeds]" in report["markdown"].read_text()
     agg = list(csv.DictReader(open(report["folder"] / "results.csv")))
     assert len(agg) == 1 and float(agg[0]["distilled_ci95"]) > 0 and agg[0]["seeds"] == "3"
+    # from the cells' result.json: the selections' precision over the 3 seeds, and the distillation's loss curves
+    md = report["markdown"].read_text()
+    sel = [line for line in md.splitlines() if line.startswith("| cifar10-smoke |") and "| init |" in line]
+    assert {line.split(" | ")[2] for line in sel} == {"random", "distilled"} and all(line.endswith("| 3 |") for line in sel)
+    assert [f.name for f in report["figures"] if f.name.startswith("history-")] == ["history-cifar10-smoke-symmetric-0.4-dm-ipc1.png"]
 
 
 def test_failed_cells_are_recorded_and_retried(data_root, tmp_path):

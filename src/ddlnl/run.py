@@ -40,7 +40,8 @@ from ddlnl.experiment import PreparedData, save_noise
 from ddlnl.export import class_grid_png
 from ddlnl.models import model_spec
 from ddlnl.presets import cross_arch_model
-from ddlnl.results import SCHEMA_VERSION, dd_ranking_scores, write_result
+from ddlnl.monitor import RunMonitor, check_eval_every, tensorboard_writer
+from ddlnl.results import SCHEMA_VERSION, dd_ranking_scores, evaluated_rows, write_result
 from ddlnl.spec import ExperimentSpec
 from ddlnl.stages import RunFolder, stage_key
 from ddlnl.synset import SyntheticSet
@@ -89,8 +90,11 @@ class RunConfig:
 
 
 def run_experiment(spec: ExperimentSpec | RunConfig, out: str | Path | None = None, *, log=print, progress: bool | None = None,
-                   checkpoint_every_s: float | None = None) -> dict:
+                   checkpoint_every_s: float | None = None, eval_every: int = 0, log_dir: str | Path | None = None) -> dict:
     """Run one experiment into the folder ``out`` and return its result (also ``out/result.json``).
+
+    ``eval_every``: a quick evaluation of the set being distilled every that many iterations, in
+    the distilled row's ``history`` (:mod:`ddlnl.monitor`); ``log_dir``: TensorBoard scalars there.
 
     One run at a time per folder: a second run on the same folder is refused (its stages would
     be computed twice), whereas a rerun after the first ends resumes from its stages."""
@@ -110,21 +114,29 @@ def run_experiment(spec: ExperimentSpec | RunConfig, out: str | Path | None = No
         raise ConfigError(f"another ddlnl run is using the run folder {folder.path}",
                           "wait for it to finish (a rerun then resumes from its stages), or pass a different --out")
 
-    with folder.lock(on_wait=busy):
-        return _Pipeline(spec, folder, log, True if progress is None else progress,
-                         300.0 if checkpoint_every_s is None else checkpoint_every_s).run()
+    check_eval_every(eval_every)
+    writer = tensorboard_writer(log_dir) if log_dir is not None else None
+    try:
+        with folder.lock(on_wait=busy):
+            return _Pipeline(spec, folder, log, True if progress is None else progress,
+                             300.0 if checkpoint_every_s is None else checkpoint_every_s, watch=(eval_every, writer)).run()
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 class _Pipeline:
     """The stages of one run over one prepared dataset (see the module docstring)."""
 
-    def __init__(self, spec: ExperimentSpec, folder: RunFolder, log, progress: bool, checkpoint_every_s: float):
+    def __init__(self, spec: ExperimentSpec, folder: RunFolder, log, progress: bool, checkpoint_every_s: float,
+                 watch: tuple[int, object] = (0, None)):
         self.spec, self.folder, self.log, self.progress = spec, folder, log, progress
         self.checkpoint_every_s = checkpoint_every_s
         self.preset = spec.resolved.preset
         self.device = resolve_device(spec.device)
         self.suffix = "_native" if spec.eval_protocol == "native" else ""  # native-protocol stages sit beside the common ones
         self.sets: dict[str, SyntheticSet] = {}
+        self.watch = watch  # (quick evaluation every N iterations, TensorBoard writer or None)
         self.timings = {"experts": 0.0, "distill": 0.0, "evaluate": 0.0, "baselines": 0.0}
 
     def run(self) -> dict:
@@ -174,6 +186,9 @@ class _Pipeline:
         }
         result["dd_ranking"] = dd_ranking_scores(result)
         write_result(self.folder.file("result.json"), result)
+        if self.watch[1] is not None:  # the final accuracies beside the curves
+            for row in evaluated_rows(result, include_skipped=False):
+                self.watch[1].add_scalar(f"result/{row.role}", row.value["acc_mean"], 0)
         return result
 
     # -- stages ---------------------------------------------------------------------------
@@ -242,13 +257,16 @@ class _Pipeline:
         ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress,
                                         checkpoint=self.folder.file(f"checkpoints/{role}-{stage_key(key)}.pt"),
                                         checkpoint_every_s=self.checkpoint_every_s)
+        every, writer = self.watch
+        if role == "distilled" and (every or writer is not None):
+            ctx.monitor = RunMonitor(every, self.preset, self.data, self.device, self.spec.seed, writer)
         synset = dist.run(ctx, self.spec.ipc)
         synset.meta.update(self.spec.synset_meta(self.data))
         synset.save(self.folder.file(f"{role}.safetensors"))
         self.sets[role] = synset
         made = {"timings": {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)},
                 "label_kind": synset.label_kind, "synset": f"{role}.safetensors", "distill_images_processed": ctx.images_processed,
-                **self.selection(ctx)}
+                **self.selection(ctx), **({"history": ctx.history} if ctx.history else {})}
         self.folder.save(f"{role}_set", key, made)
         if ctx.checkpoint is not None:
             ctx.checkpoint.unlink(missing_ok=True)
@@ -265,7 +283,8 @@ class _Pipeline:
 
             def finish(ev: EvalResult) -> dict:
                 dt, n_distill = made["timings"], made["distill_images_processed"]
-                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed", "selection")
+                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed", "selection",
+                                                          "history")
                                        if k in made},
                                 protocol=self.spec.eval_protocol,
                                 cost=_cost(self.device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,

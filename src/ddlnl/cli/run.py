@@ -28,6 +28,12 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved settings and each stage's work and estimated time; train, load and write nothing")
     add_eval_arg(p)
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="while distilling, every N iterations train one quick network on the current set (a fifth of the "
+                        "evaluation epochs) and record its test (and noisy-validation) accuracy in result.json's history; 0: off")
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="also write the distillation's loss, the quick accuracies and the final accuracies as TensorBoard "
+                        "scalars into DIR (needs the tensorboard extra)")
 
 
 def main(args) -> int:
@@ -44,7 +50,8 @@ def main(args) -> int:
         return 0
     apply_runtime_flags(args)
     log = progress_log(args, sys.stderr if args.json else None)
-    result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args))
+    result = run_experiment(spec, args.out, log=log, progress=not args.no_progress, checkpoint_every_s=checkpoint_every(args),
+                            eval_every=args.eval_every, log_dir=args.log_dir)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -31,7 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,17 @@ class Capabilities:
     checkpoints: bool = True
 
 
+class Monitor(Protocol):
+    """What watches a distillation: ``ddlnl run`` evaluates the current set quickly and may write
+    TensorBoard scalars. Monitoring never feeds back into the distillation."""
+
+    every: int  # evaluate every this many iterations (0: never)
+
+    def scalar(self, tag: str, value: float, step: int) -> None: ...
+
+    def evaluate(self, synset: SyntheticSet) -> dict[str, float]: ...
+
+
 @dataclass
 class DistillContext:
     """Everything a distiller may read. ``images`` are preprocessed; ``labels`` are the noisy ones."""
@@ -90,6 +101,10 @@ class DistillContext:
     # Training samples the method selected, by name (positions in ``images``): the run scores them
     # against the clean labels, which the method never sees (see :meth:`record_selection`).
     selections: dict = field(default_factory=dict)
+    # Optional: told every loss, and every ``monitor.every`` iterations asked to evaluate the current
+    # set (see :class:`Monitor`); the loop's record of both lands in ``history``.
+    monitor: Monitor | None = None
+    history: dict | None = None
 
     def __post_init__(self):
         if self.noise is not None and not isinstance(self.noise, NoiseSpec):

@@ -279,7 +279,8 @@ class DANCE(Distiller):
         self.calib_losses: list[float] = []  # mean per-class calibration loss, per iteration
         count = {"images_processed": 0}
         loop = DistillLoop(ctx, o.iterations, {"pixels": pixels, "opt": opt, "gen": g, "losses": self.losses,
-                                               "calib_losses": self.calib_losses, "count": count})
+                                               "calib_losses": self.calib_losses, "count": count},
+                           snapshot=lambda: self._synset(ctx, pixels.detach().clamp(0.0, 1.0), labels))
         from tqdm.auto import tqdm
 
         bar = tqdm(loop, desc="dance", initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True,

@@ -80,7 +80,8 @@ class DistributionMatching(Distiller):
 
         start = time.perf_counter()
         count = {"images_processed": 0}
-        loop = DistillLoop(ctx, o.iterations, {"images": images, "opt": opt, "gen": g, "losses": self.losses, "count": count})
+        loop = DistillLoop(ctx, o.iterations, {"images": images, "opt": opt, "gen": g, "losses": self.losses, "count": count},
+                           snapshot=lambda: SyntheticSet(images.detach().cpu(), labels, ctx.preprocess))
         for it in tqdm(loop, desc="dm", initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True, leave=False):
             torch.manual_seed(ctx.seed_for("dm.network", it))
             net = build_model(ctx.model, ctx.num_classes, images.shape[-1]).to(ctx.device)

@@ -15,6 +15,10 @@ The loop then
   ``ctx.checkpoint_every_s`` seconds and when it finishes, so that after ``kill -9`` the
   same command resumes from the last checkpoint. All random state is in the checkpoint, so
   on CPU the resumed result equals an uninterrupted run's;
+* records each iteration's loss, and every ``ctx.monitor.every`` iterations the metrics of a
+  quick evaluation of the current set (``snapshot()``, when the distiller gives one), in
+  ``loop.history`` (checkpointed with the state; the run puts it in ``result.json``), and
+  hands each number to ``ctx.monitor`` (e.g. a TensorBoard writer);
 * keeps the last good state in memory: an iteration whose loss or state is NaN/Inf is
   rejected (the state goes back, the random generators move on), and after
   ``max_faults`` consecutive rejections the last good state is saved and the run stops with
@@ -98,8 +102,13 @@ def _finite(value) -> bool:
 class DistillLoop:
     """Iterate ``range(iterations)`` from the last checkpoint, saving and guarding ``state``."""
 
-    def __init__(self, ctx, iterations: int, state: dict, *, max_faults: int = 5):
+    def __init__(self, ctx, iterations: int, state: dict, *, max_faults: int = 5, snapshot=None):
         self.ctx, self.iterations, self.state, self.max_faults = ctx, int(iterations), state, max_faults
+        self.snapshot = snapshot  # () -> the current SyntheticSet, for the monitor's quick evaluations
+        self.history = {"iteration": [], "loss": [], "eval": []}
+        state["loop_history"] = self.history  # checkpointed: a resumed run's history is whole
+        self.monitor = getattr(ctx, "monitor", None)
+        self._it = -1
         self.path: Path | None = ctx.checkpoint  # ctx: a DistillContext
         self.every_s = float(ctx.checkpoint_every_s)
         self.start = 0
@@ -116,14 +125,17 @@ class DistillLoop:
         it = self.start
         while it < self.iterations:
             self._reported = False
+            self._it = it
             yield it
             if not self._reported:
                 self.report(0.0)
             it += 1
             if self._ok:
+                self._evaluate(it)
                 self._good = self._snapshot(it)
                 if self.path is not None and (it == self.iterations or time.monotonic() - self._last_save >= self.every_s):
                     self.save()
+        self.ctx.history = self.history
 
     def report(self, loss: float) -> bool:
         """Record this iteration's loss; returns False (and rolls the state back) when it is not finite."""
@@ -131,6 +143,11 @@ class DistillLoop:
         self._ok = math.isfinite(float(loss)) and all(_finite(v) for v in self.state.values())
         if self._ok:
             self._faults = 0
+            if not self.history["iteration"] or self.history["iteration"][-1] != self._it:  # the first report of an iteration
+                self.history["iteration"].append(self._it)
+                self.history["loss"].append(float(loss))
+                if self.monitor is not None:
+                    self.monitor.scalar("distill/loss", float(loss), self._it)
             return True
         self._faults += 1
         self.rejected += 1
@@ -151,6 +168,17 @@ class DistillLoop:
                 "lower the image or lr learning rates (e.g. --set methods.NAME.lr_img=...) and rerun; "
                 "a rerun with the same settings resumes from the saved state")
         return False
+
+    def _evaluate(self, done: int) -> None:
+        """After ``done`` iterations: the monitor's quick evaluation of the current set, when it is due."""
+        every = getattr(self.monitor, "every", 0)
+        if self.snapshot is None or not every or (done % every and done != self.iterations):
+            return
+        metrics = self.monitor.evaluate(self.snapshot())
+        self.history["eval"].append({"iteration": done, **metrics})
+        for name, value in metrics.items():
+            self.monitor.scalar(f"distill/{name}", value, done)
+        self.ctx.log(f"[ddlnl] after {done}/{self.iterations} iterations: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     def refresh(self) -> None:
         """Take the current state as the last good one (after set-up done outside the loop, such as

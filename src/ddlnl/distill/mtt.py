@@ -150,7 +150,8 @@ class TrajectoryMatchingBase(Distiller):
                  "rng": rng, "order": order, "losses": self.losses, "count": count}
         if opt_y is not None:
             state["opt_y"] = opt_y
-        loop = DistillLoop(ctx, o.iterations, state)
+        loop = DistillLoop(ctx, o.iterations, state, snapshot=lambda: SyntheticSet(
+            images.detach().cpu(), labels.detach().cpu(), ctx.preprocess, lr=float(syn_lr.detach())))
         from tqdm.auto import tqdm
 
         bar = tqdm(loop, desc=self.name, initial=loop.start, total=o.iterations, disable=not ctx.progress, dynamic_ncols=True,

@@ -313,7 +313,14 @@ class RCIG(Distiller):
             idx = torch.randperm(n_train, generator=g)[:batch]
             return ctx.images[idx].to(dev), labels[idx].to(dev)
 
-        loop = DistillLoop(ctx, o.iterations, state)
+        def snapshot() -> SyntheticSet:  # the current set (not its EMA, which the final set is)
+            s = SyntheticSet(x_syn.detach().cpu().float(), y_syn.detach().cpu().float(), ctx.preprocess)
+            s.meta.update(label_semantics="regression_targets", label_temperature=float(log_temp.detach().exp()))
+            if o.use_flip:
+                s.meta["decode"] = {"kind": "flip_copies"}
+            return s
+
+        loop = DistillLoop(ctx, o.iterations, state, snapshot=snapshot)
         if scalars["inner_lr"] < 0:  # not restored from a checkpoint: tune once
             t0 = time.perf_counter()
             xt, yt = real_batch()

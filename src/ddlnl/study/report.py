@@ -313,6 +313,52 @@ def other_rows_table(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _result(c: dict) -> dict | None:
+    """A finished cell's result.json (what the database does not hold: selections, histories), or None."""
+    import json
+
+    path = c.get("result_path")
+    if "_result" not in c:
+        try:
+            c["_result"] = json.loads(Path(path).read_text()) if path else None
+        except (OSError, ValueError):
+            c["_result"] = None
+    return c["_result"]
+
+
+def selection_table(rows: list[dict]) -> list[str]:
+    """Precision and recall of every selection of training samples (scored against the clean labels), per
+    setting, noise, row and selection, pooled over seeds: mean, and [± the 95 % t-interval] with several."""
+    from ddlnl.results import evaluated_rows
+
+    pooled = defaultdict(list)
+    for c in rows:
+        result = _result(c)
+        if result is None:
+            continue
+        for row in evaluated_rows(result, include_skipped=False):
+            for name, s in (row.value.get("selection") or {}).items():
+                if s.get("precision") is not None:
+                    ipc = None if row.role.startswith(("full_noisy", "baselines.")) else (c["method"], c["ipc"])
+                    pooled[(_setting_name(_setting(c)), _noise_name(c), row.label if ipc is None else row.role, ipc, name)].append(s)
+    if not pooled:
+        return []
+
+    def cell(values: list[float]) -> str:
+        ci = seed_interval(values)
+        return f"{100 * np.mean(values):.1f}" + ("" if ci is None else f" [± {100 * ci:.1f}]")
+
+    lines = ["## Selections scored against the clean labels", "",
+             "Precision: share of the kept samples whose noisy label is the clean one; recall: share of the correctly "
+             "labelled samples kept (docs/protocol.md). `init`: the real images a set starts from; `filter`: DATM's "
+             "expert filter on the images it judged; a baseline's row: its last epoch's selection.", "",
+             "| setting | noise | row | method, IPC | selection | precision (%) | recall (%) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for (setting, noise, row, mi, name), ss in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        lines.append(f"| {setting} | {noise} | {row} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | {name} | "
+                     f"{cell([s['precision'] for s in ss])} | {cell([s['recall'] for s in ss])} | {len(ss)} |")
+    return lines + [""]
+
+
 # -- figures ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -566,6 +612,42 @@ def fig_synsets(rows, folder: Path, render: Render) -> list[Path]:
     return out
 
 
+def fig_histories(rows, folder: Path, render: Render) -> list[Path]:
+    """Per setting, noise, method and IPC: the distillation loss against iterations, one line per seed, and where the run
+    evaluated the set as it went (``ddlnl run --eval-every``), those quick test accuracies on a second axis."""
+    plt = _plt()
+    groups = defaultdict(list)
+    for c in rows:
+        h = ((_result(c) or {}).get("results", {}).get("distilled") or {}).get("history")
+        if h and h.get("loss"):
+            groups[(_setting_name(_setting(c)), _noise(c).tag, c["method"], c["ipc"])].append((c, h))
+    out = []
+    for (setting, noise, method, ipc), cells in sorted(groups.items()):
+        fig, ax = plt.subplots(figsize=(5.2, 3.0), layout="constrained")
+        colour = method_colour(method)
+        acc_ax = None
+        for k, (c, h) in enumerate(sorted(cells, key=lambda ch: ch[0]["seed"])):
+            ax.plot(h["iteration"], h["loss"], color=colour, alpha=0.35 + 0.65 / len(cells), linewidth=0.8,
+                    label=f"{method} loss" if k == 0 else None)
+            if h.get("eval"):
+                acc_ax = acc_ax or ax.twinx()
+                acc_ax.plot([e["iteration"] for e in h["eval"]], [100 * e["test_acc"] for e in h["eval"]], color=FULL_NOISY_COLOUR,
+                            marker="o", markersize=3, linewidth=1, label="quick test accuracy" if k == 0 else None)
+        ax.set_xlabel("distillation iteration", fontsize=9)
+        ax.set_ylabel("matching loss", fontsize=9)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if acc_ax is not None:
+            acc_ax.set_ylabel("clean test accuracy (%),\none quick network", fontsize=8)
+            more = acc_ax.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        ax.legend(handles, labels, fontsize=7, loc="upper right")
+        seeds = f", {len(cells)} seeds" if len(cells) > 1 else ""
+        ax.set_title(_cell_title(cells[0][0]) + seeds, fontsize=9)
+        out.append(render.save(fig, folder / f"history-{setting}-{noise}-{method}-ipc{ipc}.png"))
+    return out
+
+
 def _soft_mass(path: str, ipc: int, C: int, flips) -> list[tuple[int, int, float, float]] | None:
     """For a soft-label set: mean softmax mass on (own class, flip target) over the images of each flip source."""
     import torch
@@ -675,6 +757,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
         figures += fig_acc_vs_rate(agg, figdir, render)
         figures += fig_per_class(agg, figdir, render)
     figures += fig_synsets(rows, figdir, render)
+    figures += fig_histories(rows, figdir, render)
     absorption, absorption_md = fig_absorption(rows, figdir, render)
     figures += absorption
 
@@ -710,6 +793,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
         lines += [f"| {c['id']} | {(c['error'] or '').splitlines()[0][:200] if c['error'] else ''} |" for c in failed] + [""]
     lines += ["## Accuracy", ""] + markdown_tables(agg)
     lines += other_rows_table(rows)
+    lines += selection_table(rows)
     lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell).", ""]
     if absorption_md:
         lines += ["## Noise absorption (asymmetric noise)", ""] + absorption_md
