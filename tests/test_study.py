@@ -256,6 +256,7 @@ def test_multi_seed_study_reports_an_interval_over_seeds(data_root, tmp_path):
     sel = [line for line in md.splitlines() if line.startswith("| cifar10-smoke |") and "| init |" in line]
     assert {line.split(" | ")[2] for line in sel} == {"random", "distilled"} and all(line.endswith("| 3 |") for line in sel)
     assert [f.name for f in report["figures"] if f.name.startswith("history-")] == ["history-cifar10-smoke-symmetric-0.4-dm-ipc1.png"]
+    assert not [f for f in report["figures"] if f.name.startswith("acc_vs_ipc")] and "one IPC (1) only" in md  # not a 1-point curve
 
 
 def test_failed_cells_are_recorded_and_retried(data_root, tmp_path):

@@ -419,16 +419,21 @@ def _finish_panels(fig, handles: dict, title: str) -> None:
     fig.suptitle(title, fontsize=10)
 
 
-def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> list[Path]:
-    """Per setting, noise family and method: accuracy against IPC, a panel per noise level."""
+def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> tuple[list[Path], list[str]]:
+    """Per setting, noise family and method: accuracy against IPC, a panel per noise level; where the study
+    ran one IPC only, no figure (a single point is not a curve) but a line saying so."""
     plt = _plt()
-    out = []
+    out, notes = [], []
     groups = defaultdict(list)
     for r in agg:
         groups[(_setting(r), _family(r), r["method"])].append(r)
     for (setting, fam, method), rs in groups.items():
         levels = sorted({(r["rate"], r["noise"]) for r in rs})
         ipcs = sorted({r["ipc"] for r in rs})
+        if len(ipcs) == 1:
+            notes.append(f"{setting_title(setting)}, {family_title(setting[0], fam)}, {method}: one IPC ({ipcs[0]}) only, so no "
+                         "accuracy-against-IPC figure; its accuracies are in the tables and in acc_vs_rate.")
+            continue
         fig, axes = _panels(len(levels))
         handles = {}
         for ax, (rate, noise) in zip(axes, levels):
@@ -452,7 +457,7 @@ def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> list[Path]:
             ax.grid(alpha=0.3)
         _finish_panels(fig, handles, f"{setting_title(setting)}\n{family_title(setting[0], fam)}: {method}")
         out.append(render.save(fig, folder / f"acc_vs_ipc-{_setting_name(setting)}-{fam}-{method}.png"))
-    return out
+    return out, notes
 
 
 def _by_rate(rs, role: str) -> tuple[list[float], list[dict]]:
@@ -750,10 +755,12 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
     all_cells = meta.pop("all_cells")
     folder.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
+    ipc_notes: list[str] = []
     csvs = write_csv(agg, rows, all_cells, folder)
     figures = []
     if agg:
-        figures += fig_acc_vs_ipc(agg, figdir, render)
+        ipc_figures, ipc_notes = fig_acc_vs_ipc(agg, figdir, render)
+        figures += ipc_figures
         figures += fig_acc_vs_rate(agg, figdir, render)
         figures += fig_per_class(agg, figdir, render)
     figures += fig_synsets(rows, figdir, render)
@@ -797,7 +804,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
     lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell).", ""]
     if absorption_md:
         lines += ["## Noise absorption (asymmetric noise)", ""] + absorption_md
-    lines += ["## Figures", ""]
+    lines += ["## Figures", ""] + [f"- {n}" for n in ipc_notes] + ([""] if ipc_notes else [])
     for f in figures:
         rel = f.relative_to(folder)
         lines += [f"**{f.stem}**", "", f"![{f.stem}]({rel.as_posix()})", ""]
