@@ -160,3 +160,20 @@ def test_the_api_page_example_runs(data_root, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "clean test accuracy" in r.stdout and "mean_of_draws:" in r.stdout and "'distilled'" in r.stdout
     assert (tmp_path / "dm.safetensors").exists() and (tmp_path / "runs/dm/result.json").exists()
+
+
+def test_a_builtin_method_missing_from_a_preset_is_an_error_not_its_defaults(tmp_path):
+    """Only a user's own method may run without a preset block (at its preset_options or defaults): a
+    built-in one's defaults are paper-scale, so a preset that lacks it is refused with the fix."""
+    import yaml
+
+    from ddlnl.errors import ConfigError
+    from ddlnl.presets import load_preset
+    from ddlnl.spec import ExperimentSpec
+
+    doc = load_preset("smoke")
+    del doc["methods"]["dm"]
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="has no settings for method 'dm'"):
+        ExperimentSpec.create(method="dm", preset=str(path))

@@ -126,11 +126,15 @@ class ExperimentSpec:
         return ResolvedPreset(preset, applied, options)
 
     def _own_blocks(self, preset: dict) -> dict:
-        """``preset`` with a block for the method and each baseline it has none for (one from another
-        package): the component's ``preset_options`` for this preset, else ``{}`` (its Options defaults)."""
+        """``preset`` with a block for the method and each baseline of another package (a user's own)
+        that it has none for: the component's ``preset_options`` for this preset, else ``{}`` (its Options
+        defaults). A built-in one without a block stays an error: its defaults are paper-scale, and a preset
+        that lacks it is more likely a mistake than a wish for hours of work."""
         wanted = [("methods", distiller_class(self.method))] if self.method is not None else []
         wanted += [("baselines", baseline_class(name)) for name in self.baselines[1:]]
         for section, cls in wanted:
+            if cls.__module__.startswith("ddlnl."):
+                continue
             preset[section] = preset.get(section) or {}
             preset[section].setdefault(cls.name, cls.preset_options.get(preset["name"], {}))
         return preset
