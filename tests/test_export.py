@@ -67,6 +67,24 @@ def test_grid_png_has_a_row_per_class_and_shows_pixels(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_soft_labelled_set_is_drawn_by_the_class_each_slot_was_made_for(tmp_path):
+    """DATM's slots are stored class by class; after distillation a soft label may argmax elsewhere, and
+    the grid keeps the slot's row (here every logit points at class 0, yet each row holds its 2 slots)."""
+    x = np.random.default_rng(1).integers(0, 256, (50, PX, PX, 3), dtype=np.uint8)
+    pre = Preprocessor("normalize").fit(x)
+    px = pixels(6, 3)
+    logits = torch.zeros(6, 3)
+    logits[:, 0] = 5.0
+    s = SyntheticSet(pre(px), logits, pre, meta={"method": "datm", "ipc": 2, "classes": CLASSES, "num_classes": 3})
+    img = np.asarray(Image.open(export_set(s, "png-grid", tmp_path / "g.png")).convert("RGB"))
+    assert img.shape[0] == 3 * SLOT and img.shape[1] - 2 * SLOT < 300  # three rows of two slots, none of six
+    label_w = img.shape[1] - 2 * SLOT
+    for slot in range(6):  # slot k sits in row k // 2, column k % 2
+        y, x = (slot // 2) * SLOT + MARGIN, label_w + (slot % 2) * SLOT + MARGIN
+        expected = (px[slot].permute(1, 2, 0).numpy() * 255).round()
+        assert np.abs(img[y : y + 64 : 8, x : x + 64 : 8].astype(float) - expected).max() <= 1
+
+
 def test_grid_frames_images_whose_label_is_wrong_in_red(tmp_path):
     s, _ = hard_set()
     wrong = np.zeros(6, dtype=bool)

@@ -124,7 +124,8 @@ def _font(size: int):
 
 
 def class_grid_png(synset: SyntheticSet, path: str | Path, *, wrong=None) -> Path:
-    """Draw the set's stored images as one PNG, a row per class (by hard label), class names at the left.
+    """Draw the set's stored images as one PNG, a row per class (by hard label; a soft-labelled set of
+    IPC images per class by the class each slot was made for), class names at the left.
 
     ``wrong``: optional boolean array over the stored images (length N, stored order); a true
     entry means that image's (noisy) label is known to be wrong, and it gets a red frame.
@@ -144,6 +145,11 @@ def class_grid_png(synset: SyntheticSet, path: str | Path, *, wrong=None) -> Pat
     hard = synset.hard_labels().cpu().numpy()
     names = class_names(synset)
     C = len(names)
+    ipc = synset.meta.get("ipc")
+    if synset.label_kind == "soft" and isinstance(ipc, int) and n == C * ipc:
+        # a row is the class a slot was made for (slots are stored class by class): learned soft labels
+        # may put their argmax elsewhere, and a row by argmax would mix classes and leave others empty
+        hard = np.repeat(np.arange(C), ipc)
     rows = [np.flatnonzero(hard == c) for c in range(C)]
     cols = max([len(r) for r in rows] + [1])
     h, w = pixels.shape[1:3]
