@@ -639,6 +639,7 @@ def fig_histories(rows, folder: Path, render: Render) -> list[Path]:
                 acc_ax.plot([e["iteration"] for e in h["eval"]], [100 * e["test_acc"] for e in h["eval"]], color=FULL_NOISY_COLOUR,
                             marker="o", markersize=3, linewidth=1, label="quick test accuracy" if k == 0 else None)
         ax.set_xlabel("distillation iteration", fontsize=9)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel("matching loss", fontsize=9)
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
