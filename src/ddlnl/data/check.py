@@ -8,7 +8,6 @@ CLI to print with :func:`format_table`.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ddlnl.data import cifar, cifarn, tiny
 from ddlnl.data.fetch import ALIASES, SOURCES, fetch_hint
 from ddlnl.data.registry import load_dataset, resolve_data_root
 from ddlnl.errors import DdlnlError
+from ddlnl.utils.io import file_digest
 
 HUMAN_FILES: dict[str, str] = {"cifar10n": "cifar10", "cifar100n": "cifar100"}
 _FETCHABLE = set(SOURCES) | set(ALIASES)  # names `ddlnl data fetch` knows
@@ -35,14 +35,6 @@ ORDER_SENTINELS: dict[str, dict[str, list[int]]] = {
     "cifar10": {"train": [6, 9, 9, 4, 1, 1, 2, 7, 8, 3], "test": [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]},
     "cifar100": {"train": [19, 29, 0, 11, 1, 86, 90, 28, 23, 31]},
 }
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _row(name: str, status: str, layout: str, path: Path | str, detail: str = "") -> dict[str, Any]:

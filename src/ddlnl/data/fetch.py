@@ -14,7 +14,6 @@ the published checksum; :func:`fetch` also takes ``url`` and ``digest`` (tests, 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shlex
 import shutil
@@ -30,6 +29,7 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 from ddlnl.errors import ConfigError, DataError
+from ddlnl.utils.io import file_digest
 
 MIRROR_ENV = "DDLNL_FETCH_MIRROR"
 _CIFARN = "https://raw.githubusercontent.com/UCSC-REAL/cifar-10-100n/49df7d8a69e355470c77c1c2f2424916325a394b/data"
@@ -124,12 +124,12 @@ def fetch(name: str, root: str | Path, *, url: str | None = None, digest: str | 
         resumed = part.is_file() and part.stat().st_size > 0
         log(f"{name}: {'resuming' if resumed else 'downloading'} {src.url}")
         download(src.url, part, progress=progress, desc=name, log=log)
-        got = _digest(part, src.algorithm)
+        got = file_digest(part, src.algorithm)
         if got != src.digest and resumed:  # a stale partial file: once more from scratch
             log(f"{name}: the resumed download does not verify; downloading it again from the start")
             part.unlink()
             download(src.url, part, progress=progress, desc=name, log=log)
-            got = _digest(part, src.algorithm)
+            got = file_digest(part, src.algorithm)
         if got != src.digest:
             part.unlink()
             raise DataError(f"{name}: the file downloaded from {src.url} has {src.algorithm} {got}, not the expected "
@@ -156,14 +156,6 @@ def _row(name: str, root: Path) -> dict:
     from ddlnl.data.check import describe_data_root
 
     return next(r for r in describe_data_root(root) if r["name"] == name)
-
-
-def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- download ------------------------------------------------------------------------

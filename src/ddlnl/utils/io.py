@@ -83,12 +83,17 @@ def file_lock(path: str | Path, *, shared: bool = False, on_wait=None):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in chunks (datasets are hundreds of MB)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def sidecar(path: str | Path) -> Path:
