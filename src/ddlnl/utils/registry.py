@@ -25,7 +25,8 @@ class Configurable:
     KEY_ONLY_IF_SET: ClassVar[dict] = {}
     # Its block (methods.<name> / baselines.<name>) for each preset, by preset name, used where a preset has
     # none: how a component from another package sets itself up for smoke/quick/paper without editing
-    # them. A preset with no block here either runs it at its Options defaults.
+    # them. A preset with no block here either runs it at its Options defaults (a built-in component
+    # without a preset block is an error instead: ExperimentSpec._own_blocks).
     preset_options: ClassVar[dict[str, dict]] = {}
 
     @dataclass(frozen=True)
