@@ -118,7 +118,8 @@ def prepare_data(
     if given is not None:  # a file, not a draw: read again every time, never a saved copy
         noisy = given_noisy_labels(given, train.labels if clean_known else None, noise, train.num_classes)
     if noisy is None:
-        noisy = make_noisy_labels(dataset, train.labels, train.num_classes, noise, data_root=root, train_index=train_index)
+        noisy = make_noisy_labels(dataset, train.labels, train.num_classes, noise, data_root=root, train_index=train_index,
+                                  images=train.images)
     realised, realised_clean, held = noisy, train.labels, None
     if data_cfg.get("validation"):  # stratified by noisy label: the labels a practitioner has
         held = per_class_subsample(noisy.labels, int(data_cfg["validation"]), stream_seed(seed, "validation"))
@@ -225,5 +226,6 @@ def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbala
         splits, given, clean_known = apply_label_files(splits, full, labels, clean_labels,
                                                        own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
         return splits, given_noisy_labels(given, splits.train.labels if clean_known else None, noise, splits.num_classes)
-    noisy = make_noisy_labels(dataset, splits.train.labels, splits.num_classes, noise, data_root=root, train_index=splits.train_index)
+    noisy = make_noisy_labels(dataset, splits.train.labels, splits.num_classes, noise, data_root=root, train_index=splits.train_index,
+                              images=splits.train.images)
     return splits, noisy

@@ -18,7 +18,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_noise_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--dataset", default=DEFAULTS["dataset"], help="cifar10, cifar100, cifar100_coarse, tinyimagenet or folder:PATH")
-    p.add_argument("--noise", default=None, help="clean, symmetric, symmetric_inclusive, asymmetric, pairflip, aggre, random1-3, worst, "
+    p.add_argument("--noise", default=None, help="clean, symmetric, symmetric_inclusive, asymmetric, pairflip, instance (instance-dependent, "
+                   "Xia et al. 2020), aggre, random1-3, worst, "
                    "noisy100, or given (your own labels, nothing added) (default: symmetric; given with --labels)")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="your training labels: .npy (one integer per training image, in the dataset's order) or .csv "

@@ -1,9 +1,10 @@
-"""Label-noise models: one transition matrix per model, one seeded realisation.
+"""Label-noise models: a transition matrix per model (or a per-image one), one seeded realisation.
 
-Synthetic noise is realised the way the paper's code (DD_LNL ``utils_noise.py``) does it:
-each sample in dataset order draws its noisy label with
+Noise with a transition matrix is realised the way the paper's code (DD_LNL ``utils_noise.py``)
+does it: each sample in dataset order draws its noisy label with
 ``RandomState(seed).multinomial(1, P[clean_label])``, so for seed 0 and the official train
 order the noisy labels are the paper's. Unlike the paper's code, the seed is honoured.
+``instance`` noise is not in the paper; it draws from ddlnl's seed streams.
 
 Models (``N`` samples, ``C`` classes, nominal rate ``n``):
 
@@ -17,6 +18,9 @@ Models (``N`` samples, ``C`` classes, nominal rate ``n``):
   The paper's code omits ``mouse`` from ``small_mammals`` so class 50 never flips; here all
   five subclasses of every superclass take part (documented fix).
 - ``pairflip``: class i to class (i+1) mod C with probability n.
+- ``instance``: instance-dependent noise, the generator of Xia et al. (NeurIPS 2020, "Part-dependent
+  label noise"); each image's flip probability and flip target depend on its pixels (see
+  :func:`realise_instance`). It has no fixed transition matrix, only a realised one.
 - Human label sets (CIFAR-10N ``aggre``, ``random1..3``, ``worst``; CIFAR-100N ``noisy100``):
   read from the official files; the rate is whatever the annotators produced.
 - ``given``: the labels a user has (``--labels FILE``, :mod:`ddlnl.data.given`), nothing
@@ -33,8 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from ddlnl.errors import ConfigError
+from ddlnl.utils.seeds import stream_seed
 
-SYNTHETIC_NOISE = ("clean", "symmetric", "symmetric_inclusive", "asymmetric", "pairflip")
+INSTANCE_NOISE = "instance"
+SYNTHETIC_NOISE = ("clean", "symmetric", "symmetric_inclusive", "asymmetric", "pairflip", INSTANCE_NOISE)
 HUMAN_NOISE = ("aggre", "random1", "random2", "random3", "worst", "noisy100")
 GIVEN_NOISE = "given"
 NOISE_TYPES = SYNTHETIC_NOISE + HUMAN_NOISE + (GIVEN_NOISE,)
@@ -170,6 +176,9 @@ def transition_matrix(noise: str, rate: float, num_classes: int, dataset: str = 
         return P
     if noise == "asymmetric":
         return _asymmetric_matrix(n, C, dataset)
+    if noise == INSTANCE_NOISE:
+        raise ConfigError("instance-dependent noise has no fixed transition matrix (it depends on each image)",
+                          "read the realised one: ddlnl noise --noise instance, or noise.json of a run")
     raise ConfigError(f"{noise!r} has no transition matrix", "human label sets are read from their files")
 
 
@@ -206,6 +215,52 @@ def realise(clean_labels: np.ndarray, P: np.ndarray, seed: int) -> np.ndarray:
     return noisy
 
 
+INSTANCE_FLIP_STD = 0.1  # std of the per-sample flip rate around the nominal one (Xia et al.'s norm_std)
+
+
+def instance_projection(seed: int, true_class: int, features: int, num_classes: int) -> np.ndarray:
+    """W[y] of :func:`realise_instance`: the (features, C) standard-normal projection of true class y,
+    one seed stream per class (so a class's projection does not depend on which others are present)."""
+    rng = np.random.default_rng(stream_seed(seed, "noise.instance.projection", true_class))
+    return rng.standard_normal((features, num_classes))
+
+
+def realise_instance(images: np.ndarray, clean_labels: np.ndarray, num_classes: int, rate: float, seed: int) -> np.ndarray:
+    """Xia et al.'s instance-dependent noise: the flip rate and the flip target depend on the image.
+
+    Sample i flips with probability q_i ~ N(rate, 0.1) truncated to [0, 1]; if it flips, it goes to
+    class j != y with probability softmax_j(x_i . W[y]) over the other classes, where W[y] is a (d, C)
+    standard-normal projection of its true class y and x_i its flattened raw pixels (uint8 values
+    0-255, HWC order, as the published code feeds them). At that scale the softmax is nearly
+    one-hot, so an image's flip target is almost fixed by its pixels. q, each W[y] and the
+    categorical draws come from separate seed streams; one matmul per class keeps it fast.
+    Rate 0 flips nothing (the truncated normal would still flip about 8 %).
+    """
+    from scipy.special import softmax
+    from scipy.stats import truncnorm
+
+    y = np.asarray(clean_labels, dtype=np.int64)
+    noisy = y.copy()
+    if rate == 0.0 or y.size == 0:
+        return noisy
+    if images is None or len(images) != len(y):
+        raise ConfigError("instance-dependent noise needs the training images, one per label",
+                          "pass images=<uint8 (N, H, W, 3) training images> to make_noisy_labels")
+    x = np.asarray(images).reshape(len(y), -1)
+    sd = INSTANCE_FLIP_STD
+    q = truncnorm.rvs(-rate / sd, (1.0 - rate) / sd, loc=rate, scale=sd, size=y.size,
+                      random_state=np.random.default_rng(stream_seed(seed, "noise.instance.rate")))
+    u = np.random.default_rng(stream_seed(seed, "noise.instance.draw")).random(y.size)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        a = x[idx].astype(np.float64) @ instance_projection(seed, int(c), x.shape[1], num_classes)
+        a[:, c] = -np.inf
+        p = q[idx, None] * softmax(a, axis=1)
+        p[:, c] += 1.0 - q[idx]
+        noisy[idx] = np.minimum((u[idx, None] >= np.cumsum(p, axis=1)).sum(axis=1), num_classes - 1)
+    return noisy
+
+
 def empirical_transition(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.zeros((num_classes, num_classes))
     np.add.at(counts, (clean, noisy), 1)
@@ -220,11 +275,13 @@ def make_noisy_labels(
     *,
     data_root: str | Path | None = None,
     train_index: np.ndarray | None = None,
+    images: np.ndarray | None = None,
 ) -> NoisyLabels:
     """Realise ``spec`` on ``clean_labels`` (the training split of ``dataset``).
 
     For human label sets, ``train_index`` maps a subsampled training split (long-tailed or
-    reduced) back to positions in the full label file.
+    reduced) back to positions in the full label file. ``images`` (uint8, one per label) are
+    what instance-dependent noise reads; the other models ignore them.
     """
     clean_labels = np.asarray(clean_labels, dtype=np.int64)
     if spec.type == GIVEN_NOISE:
@@ -239,6 +296,9 @@ def make_noisy_labels(
         nominal = float(np.mean(full_noisy != full_clean))
         idx = np.arange(len(full_clean)) if train_index is None else np.asarray(train_index)
         noisy = full_noisy[idx].astype(np.int64)
+    elif spec.type == INSTANCE_NOISE:
+        noisy = realise_instance(images, clean_labels, num_classes, spec.rate, spec.seed)
+        nominal = spec.rate
     else:
         P = transition_matrix(spec.type, spec.rate, num_classes, dataset)
         noisy = realise(clean_labels, P, spec.seed)
