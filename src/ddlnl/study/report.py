@@ -165,7 +165,7 @@ HUMAN_SET_TITLES = {"cifar10": "CIFAR-10N", "cifar100": "CIFAR-100N", "cifar100_
 HUMAN_LEVEL_TITLES = {"aggre": "aggregate", "random1": "random 1", "random2": "random 2", "random3": "random 3",
                       "worst": "worst", "noisy100": "noisy"}
 NOISE_TITLES = {"symmetric": "symmetric", "symmetric_inclusive": "symmetric (true class included)",
-                "asymmetric": "asymmetric", "pairflip": "pair-flip"}
+                "asymmetric": "asymmetric", "pairflip": "pair-flip", "instance": "instance-dependent"}
 
 
 def dataset_title(dataset: str) -> str:
