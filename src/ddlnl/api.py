@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ddlnl.baselines.cleaners import check_kept
 from ddlnl.data.registry import load_dataset
 from ddlnl.evaluate import EvalResult, evaluate_synthetic_set
 from ddlnl.experiment import PreparedData, test_subset
@@ -25,15 +26,25 @@ def distill(spec: ExperimentSpec, *, data: PreparedData | None = None, log: Call
             progress: bool = False, checkpoint: str | Path | None = None, checkpoint_every_s: float = 300.0) -> SyntheticSet:
     """The set ``spec.method`` distils from the spec's noisy training set, stamped with what made it.
 
+    With ``spec.clean_first`` the method distils only the samples the cleaner keeps (``meta["clean_first"]``).
     ``data``: the spec's prepared data when the caller has it already (else prepared here);
     ``checkpoint``: a file the distillation loop saves to and resumes from.
     """
     distiller, device = spec.distiller(), resolve_device(spec.device)
     seed_everything(spec.seed)
     data = spec.prepare_data() if data is None else data
+    cleaned = None
+    if spec.clean_first is not None:  # the two-stage baseline: the method distils the samples the cleaner keeps
+        cleaned = spec.clean(data, device, log=log, progress=progress)
+        check_kept(cleaned, data.noisy.labels, data.num_classes, spec.ipc, spec.clean_first)
     ctx = spec.distill_context(data, device, log=log, progress=progress,
-                               checkpoint=None if checkpoint is None else Path(checkpoint), checkpoint_every_s=checkpoint_every_s)
+                               checkpoint=None if checkpoint is None else Path(checkpoint), checkpoint_every_s=checkpoint_every_s,
+                               keep=None if cleaned is None else cleaned.kept)
     synset = distiller.run(ctx, spec.ipc)
+    if cleaned is not None:
+        ctx.timings["clean_first"] = cleaned.seconds
+        synset.meta["clean_first"] = {"cleaner": spec.clean_first, "key": spec.clean_key(), "kept": int(cleaned.kept.size),
+                                      "images_processed": cleaned.images_processed}
     synset.meta.update(spec.synset_meta(data) | {"timings_s": ctx.timings})
     return synset
 

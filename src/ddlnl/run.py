@@ -4,7 +4,9 @@ The stages, in order (:data:`STAGES`):
 
 ``noise``      realise the noise (``noisy_labels.npy`` + ``noise.json``; reused when it matches);
 ``baselines``  CE on the full noisy set (``results.full_noisy``) and each requested noisy-label baseline;
-``distill``    distil with the method (experts, where it has them, come from the shared expert cache);
+``distill``    distil with the method (experts, where it has them, come from the shared expert cache); with
+               ``clean_first`` a cleaner first picks the samples to keep (stage ``clean_first``) and the
+               method distils those only;
 ``random``     draw the random real control and evaluate it;
 ``evaluate``   evaluate the distilled set with the preset's protocol;
 ``controls``   hard labels, cross-architecture, the method's initialisation alone.
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from ddlnl.baselines import BaselineContext, BaselineUnavailable, train_full_noisy
+from ddlnl.baselines.cleaners import Cleaned, check_kept
 from ddlnl.data.given import NO_CLEAN_LABELS_NOTE
 from ddlnl.data.noise import selection_scores
 from ddlnl.data.types import check_ipc
@@ -57,6 +60,9 @@ from ddlnl.utils.runtime import (
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 
 STAGES = ("noise", "baselines", "distill", "random", "evaluate", "controls")
+# The sets made from the cleaner's kept samples under clean_first; the random control stays random
+# real images of the whole noisy set (the same row as without cleaning).
+FROM_KEPT = ("distilled", "random_cleaned")
 
 
 @dataclass
@@ -171,6 +177,8 @@ class _Pipeline:
         if self.set_lr is not None:
             results["controls"]["random_recipe_lr"] = recipe_random
         self.write_set_picture()
+        if spec.clean_first is not None:
+            self.timings["clean_first"] = self.cleaned().seconds
         self.timings["total"] = time.perf_counter() - t0
         data = self.data
         result = {
@@ -184,6 +192,8 @@ class _Pipeline:
             "num_validation": 0 if data.validation is None else len(data.validation.index), "classes": list(data.splits.train.classes),
             "seed_scheme": SEED_SCHEME, "results": results, "notes": [] if data.noisy.clean_known else [NO_CLEAN_LABELS_NOTE], "timings_s": self.timings, "device": str(self.device), "machine": machine(), "versions": versions(),
         }
+        if spec.clean_first is not None:  # the distilled set (and its controls) came from the cleaner's kept samples
+            result["clean_first"] = self.clean_summary()
         result["dd_ranking"] = dd_ranking_scores(result)
         write_result(self.folder.file("result.json"), result)
         if self.watch[1] is not None:  # the final accuracies beside the curves
@@ -243,30 +253,75 @@ class _Pipeline:
             self.timings["baselines"] += saved["seconds"]
         return results
 
-    def set_key(self, dist) -> dict:
-        return self.spec.data_key() | {"method": dist.name, "options": dist.options_dict(), "ipc": self.spec.ipc}
+    def set_key(self, dist, *, cleaned: bool = False) -> dict:
+        """The key of a set made by ``dist``; ``cleaned``: from the cleaner's kept samples (when the run cleans
+        first), so toggling ``clean_first`` remakes only the sets made from them and what depends on those."""
+        key = self.spec.data_key() | {"method": dist.name, "options": dist.options_dict(), "ipc": self.spec.ipc}
+        if cleaned and self.spec.clean_first is not None:
+            key["clean_first"] = self.spec.clean_key()
+        return key
+
+    def cleaned(self) -> Cleaned:
+        """The ``clean_first`` stage: the samples the cleaner keeps (computed once, then loaded)."""
+        if not hasattr(self, "_cleaned"):
+            def clean():
+                c = self.spec.clean(self.data, self.device, log=self.log, progress=self.progress)
+                self.log(f"[ddlnl] {self.spec.clean_first} kept {c.kept.size} of {len(self.data.noisy.labels)} training images "
+                         f"({c.seconds:.1f} s)")
+                return {"kept": c.kept.tolist(), "seconds": c.seconds, "images_processed": c.images_processed, "details": c.details}
+
+            saved = self.folder.stage("clean_first", self.spec.data_key() | {"clean_first": self.spec.clean_key()}, clean)
+            self._cleaned = Cleaned(np.asarray(saved["kept"], dtype=np.int64), saved["seconds"], saved["images_processed"],
+                                    saved["details"])
+        return self._cleaned
+
+    def clean_summary(self) -> dict:
+        """``result.json``'s ``clean_first``: the cleaner, its options, what it kept and cost, and (where clean
+        labels exist) how well the kept samples pick the correctly labelled ones."""
+        c, correct = self.cleaned(), self.data.label_correct
+        out = {"cleaner": self.spec.clean_first, "key": self.spec.clean_key(), "kept": int(c.kept.size),
+               "of": len(self.data.noisy.labels), "details": c.details,
+               "cost": _cost(self.device, c.seconds, c.images_processed)}
+        if correct is not None:
+            out["selection"] = selection_scores(c.kept, correct) | {"what": f"the samples {self.spec.clean_first} kept"}
+        return out
 
     def make_set(self, role: str, dist) -> dict:
-        """The ``random`` or ``distill`` stage: the set made once and saved as ``<role>.safetensors``."""
-        key = self.set_key(dist)
+        """The ``random`` or ``distill`` stage: the set made once and saved as ``<role>.safetensors``; a role of
+        :data:`FROM_KEPT` is made from the cleaner's kept samples under ``clean_first``, its cost and selection included."""
+        from_kept = role in FROM_KEPT and self.spec.clean_first is not None
+        key = self.set_key(dist, cleaned=from_kept)
         made = self.folder.load(f"{role}_set", key)
         if made is not None and self.folder.file(made["synset"]).exists():
             return made
+        keep = c = None
+        if from_kept:
+            c = self.cleaned()
+            check_kept(c, self.data.noisy.labels, self.data.num_classes, self.spec.ipc, self.spec.clean_first)
+            keep = c.kept
         what = f"distilling with {dist.name}" if role == "distilled" else "drawing the random control"
-        self.log(f"[ddlnl] {what} (IPC {self.spec.ipc})")
+        self.log(f"[ddlnl] {what} (IPC {self.spec.ipc}){'' if keep is None else f' from the {keep.size} kept samples'}")
         ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress,
                                         checkpoint=self.folder.file(f"checkpoints/{role}-{stage_key(key)}.pt"),
-                                        checkpoint_every_s=self.checkpoint_every_s)
+                                        checkpoint_every_s=self.checkpoint_every_s, keep=keep)
         every, writer = self.watch
         if role == "distilled" and (every or writer is not None):
             ctx.monitor = RunMonitor(every, self.preset, self.data, self.device, self.spec.seed, writer)
         synset = dist.run(ctx, self.spec.ipc)
         synset.meta.update(self.spec.synset_meta(self.data))
+        timings = {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)}
+        selection = self.selection(ctx)
+        if c is not None:
+            synset.meta["clean_first"] = {"cleaner": self.spec.clean_first, "key": self.spec.clean_key(), "kept": int(keep.size)}
+            timings["clean_first"] = c.seconds
+            if self.data.label_correct is not None:
+                selection.setdefault("selection", {})["clean_first"] = self.clean_summary()["selection"]
         synset.save(self.folder.file(f"{role}.safetensors"))
         self.sets[role] = synset
-        made = {"timings": {"experts": ctx.timings.get("experts", 0.0), "distill": ctx.timings.get("distill", 0.0)},
-                "label_kind": synset.label_kind, "synset": f"{role}.safetensors", "distill_images_processed": ctx.images_processed,
-                **self.selection(ctx), **({"history": ctx.history} if ctx.history else {})}
+        made = {"timings": timings, "label_kind": synset.label_kind, "synset": f"{role}.safetensors",
+                "distill_images_processed": ctx.images_processed,
+                **({"clean_first_images_processed": c.images_processed} if c is not None else {}),
+                **selection, **({"history": ctx.history} if ctx.history else {})}
         self.folder.save(f"{role}_set", key, made)
         if ctx.checkpoint is not None:
             ctx.checkpoint.unlink(missing_ok=True)
@@ -282,18 +337,14 @@ class _Pipeline:
                      f"{self.spec.eval_protocol} protocol)")
 
             def finish(ev: EvalResult) -> dict:
-                dt, n_distill = made["timings"], made["distill_images_processed"]
-                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed", "selection",
-                                                          "history")
+                return self.row(ev, **{k: made[k] for k in ("timings", "label_kind", "synset", "distill_images_processed",
+                                                          "clean_first_images_processed", "selection", "history")
                                        if k in made},
-                                protocol=self.spec.eval_protocol,
-                                cost=_cost(self.device, dt["experts"] + dt["distill"] + ev.seconds, n_distill + ev.images_processed,
-                                           distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
-                                           eval_seconds=ev.seconds, eval_images_processed=ev.images_processed))
+                                protocol=self.spec.eval_protocol, cost=_set_cost(self.device, made, ev))
 
             return self.to_evaluate(self.load_set(role), role, lr=lr), finish
 
-        key = self.set_key(dist) | {"evaluation": self.spec.evaluation_key()} | ({} if lr is None else {"lr": lr})
+        key = self.set_key(dist, cleaned=role in FROM_KEPT) | {"evaluation": self.spec.evaluation_key()} | ({} if lr is None else {"lr": lr})
         return _Evaluation((stage or role) + self.suffix, key, prepare)
 
     def control_evaluations(self, distiller) -> tuple[dict, list[tuple[tuple[str, ...], "_Evaluation"]]]:
@@ -301,7 +352,7 @@ class _Pipeline:
         as rows, and the others as (where in ``results.controls``, evaluation) pairs."""
         controls: dict = {"random_real": {"see": "results.random"}}
         items: list[tuple[tuple[str, ...], _Evaluation]] = []
-        key = self.set_key(distiller) | {"evaluation": self.spec.evaluation_key(), "control_lr": "the distilled set's"}
+        key = self.set_key(distiller, cleaned=True) | {"evaluation": self.spec.evaluation_key(), "control_lr": "the distilled set's"}
 
         def control(path: tuple[str, ...], name: str, extra_key: dict, prepare) -> None:
             items.append((path, _Evaluation(f"control_{name}{self.suffix}", key | extra_key, prepare)))
@@ -338,7 +389,8 @@ class _Pipeline:
         if distiller.capabilities.init_only:
             def init():
                 self.log(f"[ddlnl] control: {distiller.name}'s initialisation alone (no distillation)")
-                ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress)
+                keep = None if self.spec.clean_first is None else self.cleaned().kept  # the data the method distilled
+                ctx = self.spec.distill_context(self.data, self.device, log=self.log, progress=self.progress, keep=keep)
                 start = time.perf_counter()
                 synset = distiller.init_only(ctx, self.spec.ipc)
                 ctx.stamp_init_index(synset)
@@ -358,6 +410,16 @@ class _Pipeline:
             control(("init_only",), "init_only", {}, init)
         else:
             controls["init_only"] = {"skipped": f"method {distiller.name!r} has no init-only control"}
+
+        # clean first: random real images of the cleaned subset, beside the set distilled from it
+        if self.spec.clean_first is not None:
+            def random_cleaned():
+                self.log(f"[ddlnl] control: random real images of the samples {self.spec.clean_first} kept")
+                made = self.make_set("random_cleaned", self.spec.random_control())
+                return (self.to_evaluate(self.load_set("random_cleaned"), "random cleaned", lr=self.set_lr),
+                        lambda ev: self.row(ev, **{k: made[k] for k in ("timings", "selection", "clean_first_images_processed")
+                                                   if k in made}, cost=_set_cost(self.device, made, ev)))
+            control(("clean_first", "random"), "clean_first_random", {}, random_cleaned)
         return controls, items
 
     def evaluate_together(self, items: list["_Evaluation"]) -> list[dict]:
@@ -430,6 +492,16 @@ class _Evaluation:
     stage: str
     key: dict
     prepare: Callable[[], tuple[SetToEvaluate, Callable[[EvalResult], dict]]]
+
+
+def _set_cost(device, made: dict, ev: EvalResult) -> dict:
+    """A made set's row cost: cleaning (when it cleaned first), experts and distillation, and its evaluation."""
+    dt, n_distill = made["timings"], made["distill_images_processed"]
+    clean_s, n_clean = dt.get("clean_first", 0.0), made.get("clean_first_images_processed", 0)
+    extra = {"clean_seconds": clean_s, "clean_images_processed": n_clean} if "clean_first" in dt else {}
+    return _cost(device, clean_s + dt["experts"] + dt["distill"] + ev.seconds, n_clean + n_distill + ev.images_processed,
+                 **extra, distill_seconds=dt["experts"] + dt["distill"], distill_images_processed=n_distill,
+                 eval_seconds=ev.seconds, eval_images_processed=ev.images_processed)
 
 
 def _cost(device, seconds: float, images: int, **breakdown) -> dict:

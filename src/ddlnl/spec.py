@@ -15,8 +15,10 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ddlnl.baselines import baseline_class, create_baseline, parse_baselines
+from ddlnl.baselines import BaselineContext, baseline_class, create_baseline, parse_baselines
+from ddlnl.baselines.cleaners import Cleaned, Cleaner, create_cleaner
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.data.registry import check_dataset_name
 from ddlnl.data.types import check_ipc_value
@@ -69,6 +71,8 @@ class ExperimentSpec:
     data_root: str | None = None
     labels: str | None = None  # under noise 'given': the training labels' file (keys hold its sha256, not its path)
     clean_labels: str | None = None  # under noise 'given': the clean labels' file, for the clean-label analyses
+    clean_first: str | None = None  # a cleaner (ddlnl.baselines.cleaners): the method distils the samples it keeps
+    clean_options: tuple[str, ...] = ()  # the cleaner's options as KEY=VALUE strings (values parsed as YAML)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -86,10 +90,20 @@ class ExperimentSpec:
             raise ConfigError(f"overrides must be a list of KEY=VALUE strings, got the string {self.overrides!r}",
                               "pass a list, e.g. ['evaluation.runs=5']")
         set_(self, "overrides", tuple(self.overrides))
+        if isinstance(self.clean_options, str):
+            raise ConfigError(f"clean_options must be a list of KEY=VALUE strings, got the string {self.clean_options!r}",
+                              "pass a list, e.g. ['threshold=0.6']")
+        set_(self, "clean_options", tuple(self.clean_options))
+        if self.clean_options and self.clean_first is None:
+            raise ConfigError("cleaner options were given without a cleaner", "add --clean-first loss_gmm (or drop --clean-option)")
         names = parse_baselines(list(self.baselines))
         set_(self, "baselines", tuple(["ce"] + [n for n in names if n != "ce"]))
         self.label_files  # noqa: B018 - label files exist and fit the noise
         self.resolved  # noqa: B018 - the preset, overrides, method options and recipe are checked now
+        if self.clean_first is not None:
+            cleaner = self.cleaner()  # an unknown cleaner, a bad option, recipe or a missing package fails now
+            cleaner.check()
+            cleaner.train_config(self.resolved.preset)
 
     @classmethod
     def create(cls, *, noise: str | NoiseSpec = "symmetric", rate: float | None = None, noise_seed: int | None = None,
@@ -144,6 +158,36 @@ class ExperimentSpec:
             raise ConfigError("this experiment names no method", "pass --method, e.g. --method datm")
         return create_distiller(self.method, **self.resolved.options)
 
+    def cleaner(self) -> Cleaner | None:
+        """The ``--clean-first`` cleaner with its options, or None."""
+        if self.clean_first is None:
+            return None
+        import yaml
+
+        from ddlnl.utils.yamlio import load_yaml
+
+        options = {}
+        for item in self.clean_options:
+            if "=" not in item:
+                raise ConfigError(f"cleaner option {item!r} has no '='", "write it as KEY=VALUE, e.g. threshold=0.6")
+            key, raw = item.split("=", 1)
+            try:
+                options[key.strip()] = load_yaml(raw)  # as --set parses its values
+            except yaml.YAMLError:
+                options[key.strip()] = raw
+        return create_cleaner(self.clean_first, **options)
+
+    def clean_key(self) -> dict | None:
+        """What the kept subset depends on beyond the data (cleaner, options, recipe, network); None without one."""
+        cleaner = self.cleaner()
+        return None if cleaner is None else cleaner.key(self.resolved.preset)
+
+    def clean(self, data: PreparedData, device, *, log=print, progress: bool = False) -> Cleaned:
+        """Run the cleaner on the noisy training set (it never reads the clean labels)."""
+        cleaner = self.cleaner()
+        log(f"[ddlnl] cleaning first with {cleaner.name} ({cleaner.recipe(self.resolved.preset)['epochs']} epochs)")
+        return cleaner.clean(BaselineContext(data, self.resolved.preset, device=device, seed=self.seed, progress=progress, log=log))
+
     def random_control(self):
         methods = self.resolved.preset["methods"]
         return create_distiller("random", **(method_options(self.resolved.preset, "random") if "random" in methods else {}))
@@ -165,7 +209,8 @@ class ExperimentSpec:
         return {"dataset": self.dataset, "noise": self.noise.__dict__, "method": self.method, "ipc": self.ipc, "preset": p["name"],
                 "preset_version": p.get("version"), "overrides": self.resolved.applied, "seed": self.seed,
                 "imbalance": self.imbalance, "baselines": list(self.baselines), "eval_protocol": self.eval_protocol,
-                **{k: {"path": str(getattr(self, k)), "sha256": v} for k, v in self.label_files.items()}}
+                **{k: {"path": str(getattr(self, k)), "sha256": v} for k, v in self.label_files.items()},
+                **({"clean_first": self.clean_key()} if self.clean_first is not None else {})}
 
     def data_key(self) -> dict:
         """What the prepared data (and so every stage trained on it) depends on."""
@@ -185,11 +230,16 @@ class ExperimentSpec:
                             seed=self.seed, saved_noise=saved_noise, labels=self.labels, clean_labels=self.clean_labels)
 
     def distill_context(self, data: PreparedData, device, *, log=print, progress: bool = True, checkpoint: Path | None = None,
-                        checkpoint_every_s: float = 300.0) -> DistillContext:
-        """The distiller's view: noisy labels, the network recipe, and the noise setting (for per-setting hyper-parameters)."""
-        return DistillContext(self.dataset, data.x_train, data.noisy.labels, data.num_classes, data.preprocess,
+                        checkpoint_every_s: float = 300.0, keep: np.ndarray | None = None) -> DistillContext:
+        """The distiller's view: noisy labels, the network recipe, and the noise setting (for per-setting hyper-parameters).
+        ``keep``: only these training positions (a cleaner's kept subset); what the method records is mapped back."""
+        images, labels = data.x_train, data.noisy.labels
+        if keep is not None:
+            keep = np.asarray(keep, dtype=np.int64)
+            images, labels = images[torch.as_tensor(keep)], np.asarray(labels)[keep]
+        return DistillContext(self.dataset, images, labels, data.num_classes, data.preprocess,
                               self.resolved.preset["model"], device, self.seed, progress=progress, log=log, noise=self.noise,
-                              checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s)
+                              checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s, positions=keep)
 
     def synset_meta(self, data: PreparedData) -> dict:
         """What a saved set records about the experiment that made it."""

@@ -38,6 +38,16 @@ def import_cleanlab_filter():
     return cl_filter
 
 
+def label_issues(ctx: BaselineContext, cfg, folds: int, filter_by: str, purpose: str) -> tuple[np.ndarray, int]:
+    """The samples cleanlab flags (a boolean mask) from ``folds``-fold out-of-fold probabilities of the
+    ``cfg`` recipe (seed streams ``<purpose>.folds`` / ``<purpose>.fold_network``), and the images processed.
+    Shared by this baseline and the ``cleanlab`` cleaner of ``--clean-first``."""
+    cl_filter = import_cleanlab_filter()
+    labels = ctx.data.noisy.labels.astype(np.int64)
+    pred_probs, processed = cross_validated_probs(ctx, cfg, folds, purpose)
+    return np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=filter_by), dtype=bool), processed
+
+
 @register_baseline
 class CleanlabPrune(Baseline):
     name = "cleanlab"
@@ -58,12 +68,8 @@ class CleanlabPrune(Baseline):
 
     def prepare(self, ctx: BaselineContext) -> Prepared:
         """Cross-validated predicted probabilities, then cleanlab's label issues: the samples every run prunes."""
-        cl_filter = import_cleanlab_filter()
         d, o = ctx.data, self.options
-        cfg = self.train_config(ctx.preset)
-        labels = d.noisy.labels.astype(np.int64)
-        pred_probs, processed = cross_validated_probs(ctx, cfg, o.folds, "cleanlab")
-        issues = np.asarray(cl_filter.find_label_issues(labels, pred_probs, filter_by=o.filter_by), dtype=bool)
+        issues, processed = label_issues(ctx, self.train_config(ctx.preset), o.folds, o.filter_by, "cleanlab")
         self._keep = keep = np.flatnonzero(~issues)
         details = {"kept": int(keep.size), "flagged": int(issues.sum())}
         if d.label_correct is not None:

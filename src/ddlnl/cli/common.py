@@ -46,6 +46,11 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
                    help="PyTorch's deterministic algorithms, cuDNN included (same numbers for the same seed on a GPU; slower there)")
     p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                    help="save the distillation state this often; a rerun of the same command resumes from it (default 300)")
+    p.add_argument("--clean-first", default=None, metavar="CLEANER",
+                   help="clean, then distil: the method distils only the samples this cleaner keeps from the noisy labels: "
+                        "loss_gmm (per-class loss mixture), dividemix (DivideMix's warm-up and co-divide) or cleanlab (optional)")
+    p.add_argument("--clean-option", dest="clean_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a cleaner option, e.g. --clean-option threshold=0.6 or epochs=10 (repeatable)")
 
 
 def add_eval_arg(p: argparse.ArgumentParser) -> None:
@@ -73,7 +78,8 @@ def experiment_spec(args, *, baselines=("ce",)):
     return ExperimentSpec.create(dataset=args.dataset, noise=noise_spec(args), method=args.method, ipc=args.ipc, preset=args.preset,
                                  overrides=tuple(args.overrides), seed=args.seed, imbalance=args.imbalance, baselines=tuple(baselines),
                                  eval_protocol=getattr(args, "eval_protocol", "common"), device=args.device, data_root=args.data_root,
-                                 labels=args.labels, clean_labels=args.clean_labels)
+                                 labels=args.labels, clean_labels=args.clean_labels,
+                                 clean_first=getattr(args, "clean_first", None), clean_options=tuple(getattr(args, "clean_options", ())))
 
 
 def apply_runtime_flags(args) -> None:

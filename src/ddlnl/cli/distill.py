@@ -29,5 +29,9 @@ def main(args) -> int:
                      checkpoint_every_s=checkpoint_every(args))
     synset.save(args.out)
     checkpoint.unlink(missing_ok=True)  # the set is written: an interrupted run no longer needs it
+    cleaned = synset.meta.get("clean_first")
+    if cleaned:
+        print(f"cleaned first with {cleaned['cleaner']}: kept {cleaned['kept']} training images "
+              f"({synset.meta['timings_s']['clean_first']:.1f} s, {cleaned['images_processed']:,} images processed)")
     print(f"wrote {args.out} ({synset.images.shape[0]} images, {synset.label_kind} labels) in {synset.meta['timings_s'].get('distill', 0):.1f} s")
     return 0

@@ -105,6 +105,9 @@ class DistillContext:
     # set (see :class:`Monitor`); the loop's record of both lands in ``history``.
     monitor: Monitor | None = None
     history: dict | None = None
+    # Where each image sits in the full training set, when the context holds a subset of it (``--clean-first``):
+    # recorded selections, and so a set's ``init_index``, are mapped to those positions. None: the whole set.
+    positions: np.ndarray | None = None
 
     def __post_init__(self):
         if self.noise is not None and not isinstance(self.noise, NoiseSpec):
@@ -139,9 +142,15 @@ class DistillContext:
 
     def record_selection(self, name: str, kept, *, among=None, what: str = "") -> None:
         """Note that the method kept training samples ``kept`` (positions in ``images``, in slot order for
-        ``init``) out of ``among`` (None: all of them). ``init`` becomes the set's ``meta["init_index"]``."""
-        self.selections[name] = {"kept": np.asarray(kept, dtype=np.int64), "what": what,
-                                 "among": None if among is None else np.asarray(among, dtype=np.int64)}
+        ``init``) out of ``among`` (None: all of this context's images). ``init`` becomes the set's ``meta["init_index"]``.
+        Stored as full-training-set positions (see ``positions``), which is what the run scores."""
+        def full(p):
+            p = np.asarray(p, dtype=np.int64)
+            return p if self.positions is None else np.asarray(self.positions, dtype=np.int64)[p]
+
+        if among is None and self.positions is not None:
+            among = np.arange(len(self.positions))  # all of this context's images: the subset
+        self.selections[name] = {"kept": full(kept), "what": what, "among": None if among is None else full(among)}
 
     def stamp_init_index(self, synset) -> None:
         """Record in ``synset.meta`` which training image each slot started from, when a single real image
