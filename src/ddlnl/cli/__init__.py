@@ -20,6 +20,7 @@ from ddlnl.cli import (
     methods,
     noise,
     preset,
+    privacy,
     report,
     run,
     study,
@@ -27,7 +28,7 @@ from ddlnl.cli import (
 from ddlnl.cli.common import add_verbosity_args, check_paths
 from ddlnl.errors import DdlnlError
 
-COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, export, data, methods, preset, study, report)}
+COMMANDS = {m.__name__.rsplit(".", 1)[-1]: m for m in (run, noise, distill, evaluate, export, data, methods, preset, study, report, privacy)}
 
 
 class HelpFormatter(argparse.HelpFormatter):
