@@ -241,6 +241,6 @@ def format_result_table(result: dict) -> str:
         lines.append("test acc: final epoch (the headline). Best of checkpoints: the highest clean test accuracy over the "
                      "epochs tested (every evaluation.checkpoint_every epochs and the last), the epoch chosen on the test set "
                      "as DANCE and DD_LNL report it, so optimistic by construction.")
-    keys = [k for k in ("baselines", "experts", "distill", "evaluate", "controls", "total") if k in t]
+    keys = [k for k in ("baselines", "clean_first", "experts", "distill", "evaluate", "controls", "total") if k in t]
     lines.append("time (s): " + ", ".join(f"{k} {t[k]:.1f}" for k in keys) + f" | device {result.get('device', '?')}")
     return "\n".join(lines)
