@@ -36,9 +36,9 @@ def data_root(tmp_path_factory):
     return root
 
 
-def study(data_root, noise, ipc=(1,), name="t", **extra):
+def study(data_root, noise, ipc=(1,), name="t", grid_extra=None, **extra):
     doc = {"name": name, "preset": "smoke", "overrides": FAST, "data_root": str(data_root),
-           "grid": {"datasets": ["cifar10"], "noise": noise, "methods": ["dm"], "ipc": list(ipc), "seeds": [0]}}
+           "grid": {"datasets": ["cifar10"], "noise": noise, "methods": ["dm"], "ipc": list(ipc), "seeds": [0]} | (grid_extra or {})}
     doc.update(extra)
     return parse_study(doc)
 
@@ -520,3 +520,17 @@ def test_processes_executor_spreads_workers_over_the_visible_gpus(monkeypatch):
     assert ex.next_gpu() == "5"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus() == [] and ProcessExecutor().next_gpu() is None  # no GPU: the environment is left alone
+
+
+def test_clean_first_cells_in_a_grid(data_root):
+    """grid clean_first: [null, loss_gmm] gives each method a plain cell and a clean-first one, in one group
+    (they share the noise and the baseline); a plain cell's identity is what it was before the key existed."""
+    spec = study(data_root, [{"type": "symmetric", "rate": 0.4}], grid_extra={"clean_first": [None, "loss_gmm"]})
+    plain, cleaned = spec.cells
+    assert plain.clean_first is None and cleaned.clean_first == "loss_gmm"
+    assert cleaned.id == plain.id + "-clean-loss_gmm" and cleaned.group == plain.group
+    assert "clean_first" not in plain.config() and cleaned.config()["clean_first"] == "loss_gmm"
+    assert cleaned.spec().clean_first == "loss_gmm" and plain.spec().clean_first is None
+    assert cleaned.config_hash() != plain.config_hash()
+    with pytest.raises(ConfigError, match="nope"):  # an unknown cleaner fails when the study is read, naming the cell
+        study(data_root, [{"type": "symmetric", "rate": 0.4}], grid_extra={"clean_first": ["nope"]}).check()

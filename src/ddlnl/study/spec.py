@@ -22,6 +22,7 @@ A study file looks like this (every key but ``grid`` is optional)::
       ipc: [1, 10, 50]
       seeds: [0]
       imbalance: [null]          # long-tailed ratios (null = balanced)
+      clean_first: [null]        # cleaners the method distils after (ddlnl run --clean-first; null = none)
 
 A grid entry may also set ``preset``, ``overrides`` and ``baselines`` for its own cells. The cells are
 the Cartesian product datasets x noise x seeds x imbalance x methods x ipc of each grid
@@ -52,7 +53,8 @@ from ddlnl.utils.yamlio import load_yaml
 _SPECS: dict = {}  # Cell -> ExperimentSpec (a spec resolves its preset once; cells are hashed often)
 
 TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid"}
-GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines"}
+GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines",
+             "clean_first"}
 NOISE_KEYS = {"type", "rate", "rates"}
 SLURM_KEYS = {"partition", "gpus", "cpus", "mem_gb", "time_min", "account", "qos", "constraint", "setup", "extra", "by_method"}
 SLURM_CELL_KEYS = SLURM_KEYS - {"by_method"}
@@ -74,6 +76,7 @@ class Cell:
     data_root: str | None = None
     device: str | None = None
     baselines: tuple[str, ...] = ()  # extra noisy-label baselines (``ddlnl run --baselines``); () = the run default
+    clean_first: str | None = None  # the cleaner whose kept samples the method distils (``ddlnl run --clean-first``)
 
     # -- identity ---------------------------------------------------------------------------
     def config(self) -> dict:
@@ -82,6 +85,8 @@ class Cell:
         d["baselines"] = list(self.baselines)
         if not self.baselines:
             del d["baselines"]  # keeps the identity of cells written before the field existed
+        if self.clean_first is None:
+            del d["clean_first"]  # likewise
         return d
 
     def identity(self) -> dict:
@@ -140,8 +145,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """A readable, unique folder name: ``<group>-<method>-ipc<N>``."""
-        return f"{self.group}-{self.method}-ipc{self.ipc}"
+        """A readable, unique folder name: ``<group>-<method>-ipc<N>`` (``-clean-<cleaner>`` after a cleaner)."""
+        return f"{self.group}-{self.method}-ipc{self.ipc}" + (f"-clean-{self.clean_first}" if self.clean_first else "")
 
     def spec(self) -> ExperimentSpec:
         """The cell as an experiment (its noise realised with the cell's seed); cached per cell."""
@@ -151,7 +156,7 @@ class Cell:
             spec = _SPECS[key] = ExperimentSpec(
                 dataset=self.dataset, noise=self.noise_spec, method=self.method, ipc=self.ipc, preset=self.preset,
                 overrides=self.overrides, seed=self.seed, imbalance=self.imbalance, baselines=self.baselines or ("ce",),
-                device=self.device, data_root=self.data_root)
+                device=self.device, data_root=self.data_root, clean_first=self.clean_first)
         return spec
 
     @classmethod
@@ -293,6 +298,8 @@ def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[C
     p = _str(g.get("preset", preset), f"{where}: preset")
     ov = tuple(overrides + _str_list(g.get("overrides") or [], f"{where}: overrides"))
     bl = tuple(_str_list(g["baselines"], f"{where}: baselines")) if "baselines" in g else tuple(baselines)
+    cleaners = [None if v is None else _str(v, f"{where}: clean_first[{j}]")
+                for j, v in enumerate(_list(g.get("clean_first", [None]), f"{where}: clean_first"))]
     cells = []
     for ds in datasets:
         for ntype, rate, nw in noises:
@@ -307,7 +314,7 @@ def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[C
                             fields = {"dataset": ds, "noise": ntype, "rate": f"{r:g}", "seed": seed, "method": m, "ipc": ipc,
                                       "imbalance": imb}
                             cov = tuple(_fill(o, fields, f"{where}: overrides") for o in ov)
-                            cells.append(Cell(ds, ntype, r, seed, m, ipc, p, imb, cov, data_root, device, bl))
+                            cells += [Cell(ds, ntype, r, seed, m, ipc, p, imb, cov, data_root, device, bl, cf) for cf in cleaners]
     return cells
 
 
