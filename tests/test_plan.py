@@ -78,6 +78,15 @@ def test_baselines_count_their_networks():
     assert stage(pl, "baseline gce").times["h100"] is None  # only CE was measured
 
 
+def test_clean_first_plans_the_cleaners_warm_up():
+    """quick: loss_gmm warms one network up for the CE recipe's 3 epochs, then one loss pass; dividemix two."""
+    pl = P.plan(ExperimentSpec.create(method="dm", preset="quick", clean_first="loss_gmm"))
+    assert stage(pl, "clean first (loss_gmm)").images == (3 + 1) * 50_000
+    pl = P.plan(ExperimentSpec.create(method="dm", preset="quick", clean_first="dividemix", clean_options=("epochs=2",)))
+    assert stage(pl, "clean first (dividemix)").images == 2 * (2 + 1) * 50_000
+    assert not [s for s in P.plan(ExperimentSpec.create(method="dm", preset="quick")).stages if s.name.startswith("clean")]
+
+
 def test_figures_cite_existing_docs_with_a_date():
     for f in P.FIGURES:
         page = re.match(r"(docs/[\w./-]+\.md)", f.source)

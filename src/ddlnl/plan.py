@@ -421,6 +421,20 @@ def plan(spec: ExperimentSpec) -> Plan:
                             shape={"batch": train.get("batch_size", 256), "augment": train.get("augment", "dsa"),
                                    "compile": bool(train.get("compile", False))}, kind="baseline", note=note))
 
+    # -- clean first: the cleaner's warm-up networks and one loss pass each (run.py stage clean_first)
+    cleaner = spec.cleaner()
+    if cleaner is not None:
+        train = cleaner.recipe(preset)
+        nets = {"dividemix": 2, "cleanlab": int(cleaner.options_dict().get("folds", 5))}.get(cleaner.name, 1)
+        epochs = int(train["epochs"])
+        images = None if N is None else nets * (epochs + 1) * N
+        stages.append(Stage("clean_first", f"clean first ({cleaner.name})",
+                            f"{_plural(nets, 'network')} x ({epochs} warm-up epochs + 1 loss pass) x {_n(N)} images", images,
+                            match={"baseline": "ce", "net": _net(network), "px": px},
+                            shape={"batch": train.get("batch_size", 256), "augment": train.get("augment", "dsa"),
+                                   "compile": bool(train.get("compile", False))}, kind="baseline",
+                            note="timed as the CE baseline's training per image; cleanlab's folds each see part of the set (an upper bound)"))
+
     # -- experts (the shared cache: 0 when they are already trained; a dry run does not look)
     net = _net(preset["model"])
     if method in ("mtt", "datm"):
