@@ -21,7 +21,7 @@ from ddlnl.baselines.coteaching import (
     small_loss_exchange,
 )
 from ddlnl.baselines.dividemix import co_divide, sharpen
-from ddlnl.baselines.gmm import clean_probability, fit_loss_mixture
+from ddlnl.trust import clean_probability, fit_loss_mixture
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import ConfigError
 from ddlnl.train import TrainConfig, gce_loss, label_loss, sce_loss

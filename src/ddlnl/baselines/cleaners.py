@@ -7,7 +7,7 @@ against the clean labels (a cleaner never sees them).
 
 ``loss_gmm``  a warm-up network's per-sample CE losses, a two-component Gaussian mixture per noisy
               class; keep the samples whose low-loss posterior exceeds ``threshold``
-              (:func:`loss_gmm_split`, also the "trusted split" a method may reuse);
+              (:func:`loss_gmm_split`: the trusted split of :mod:`ddlnl.trust`);
 ``dividemix`` DivideMix's two-network warm-up and its first co-divide (one global mixture per
               network); keep the samples both networks' mixtures call clean;
 ``cleanlab``  the samples cleanlab's confident learning does not flag (optional package).
@@ -26,16 +26,14 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ddlnl.baselines.base import BaselineContext, BaselineUnavailable
 from ddlnl.baselines.cleanlab_prune import import_cleanlab_filter, label_issues
 from ddlnl.baselines.coteaching import check_method_loss
 from ddlnl.baselines.dividemix import DivideMix, DivideMixHook, co_divide
-from ddlnl.baselines.gmm import clean_probability
 from ddlnl.errors import ConfigError
-from ddlnl.evaluate import predict_logits
 from ddlnl.train import TrainConfig, recipe_key, train_network
+from ddlnl.trust import LossSplit, clean_probability, per_sample_ce, warmup_loss_split
 from ddlnl.utils.registry import Configurable, Registry
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
@@ -53,41 +51,13 @@ class Cleaned:
     details: dict = field(default_factory=dict)
 
 
-@dataclass
-class LossSplit:
-    """A loss-mixture split of the training set: per sample its clean probability and whether it is trusted."""
-
-    clean_prob: np.ndarray  # P(low-loss component | loss), per sample
-    losses: np.ndarray  # the warm-up network's CE loss, per sample
-    trusted: np.ndarray  # bool: clean_prob > threshold
-    images_processed: int
-
-
-def per_sample_ce(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Each sample's cross-entropy under ``net`` (eval mode, no augmentation), as DivideMix reads it."""
-    return F.cross_entropy(predict_logits(net, x), torch.as_tensor(y, dtype=torch.long).cpu(), reduction="none").numpy()
-
-
 def loss_gmm_split(ctx: BaselineContext, cfg: TrainConfig, *, threshold: float = 0.5, per_class: bool = True,
                    purpose: str = "clean_first.loss_gmm") -> LossSplit:
-    """Warm up one network on the noisy labels (``cfg``), then fit a two-component mixture to the
-    min-max normalised losses (per noisy class, or over all samples) and trust the samples whose
-    low-loss posterior exceeds ``threshold``. Uses only the noisy labels. Seeds: ``<purpose>.network``,
-    ``<purpose>.gmm``."""
+    """The trusted split of a warm-up network on ``ctx``'s noisy labels (:func:`ddlnl.trust.warmup_loss_split`).
+    Seeds: ``<purpose>.network``, ``<purpose>.gmm``."""
     d = ctx.data
-    seed = stream_seed(ctx.seed, f"{purpose}.network")
-    torch.manual_seed(seed)
-    net = ctx.model()
-    stats = train_network(net, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed), progress=ctx.progress,
-                          desc=f"{purpose} warm-up")
-    losses = per_sample_ce(net, d.x_train, d.y_train_noisy)
-    labels = np.asarray(d.noisy.labels)
-    groups = [np.flatnonzero(labels == c) for c in range(d.num_classes)] if per_class else [np.arange(labels.size)]
-    prob = np.zeros(labels.size)
-    for g, idx in enumerate(groups):
-        if idx.size:
-            prob[idx] = clean_probability(losses[idx], seed=stream_seed(ctx.seed, f"{purpose}.gmm", g))
-    return LossSplit(prob, losses, prob > threshold, stats.images_processed + labels.size)
+    return warmup_loss_split(ctx.model, d.x_train, d.y_train_noisy, d.num_classes, cfg, seed=ctx.seed, threshold=threshold,
+                             per_class=per_class, purpose=purpose, progress=ctx.progress)
 
 
 class Cleaner(Configurable):

@@ -39,10 +39,10 @@ from ddlnl.baselines.base import (
     register_baseline,
 )
 from ddlnl.baselines.coteaching import check_method_loss
-from ddlnl.baselines.gmm import clean_probability
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
 from ddlnl.train import Step, Sweep, TrainHook, TrainRun, train_network
+from ddlnl.trust import clean_probability
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
 
