@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -37,7 +37,7 @@ from ddlnl.data.noise import labels_digest
 from ddlnl.errors import ConfigError, DataError
 from ddlnl.evaluate import build_model
 from ddlnl.models.functional import flatten_params
-from ddlnl.train import TrainConfig, Training, networks_at_once, train_networks
+from ddlnl.train import TrainConfig, TrainHook, Training, networks_at_once, train_networks
 from ddlnl.utils.io import atomic_path, write_json
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
@@ -79,6 +79,11 @@ class ExpertConfig:
     # Stored epochs (None: all). Not in recipe(): training is the same; expert_key adds them when set.
     keep_until: int | None = None  # keep epochs 0..keep_until (what matching reads) ...
     keep_also: tuple = ()  # ... and these later ones (a label epoch); the last epoch is always kept
+    # A TrainHook for expert k (``hook(ctx, k)``, ctx the ExpertSource) that changes what it trains on (TAD's
+    # trusted split), and what the hook does as data: ``hook_key`` enters the cache key (only when set, so
+    # plain experts keep theirs).
+    hook: Callable[..., TrainHook] | None = None
+    hook_key: dict | None = None
 
     def __post_init__(self):
         if self.num_experts < 1 or self.epochs < 1:
@@ -97,6 +102,9 @@ class ExpertConfig:
             self.keep_until, self.keep_also = None, ()
         else:
             self.keep_also = tuple(sorted({int(e) for e in self.keep_also} - set(range(self.keep_until + 1)) - {self.epochs}))
+        if self.hook is not None and not self.hook_key:
+            raise ConfigError("experts trained with a hook need a hook_key (what the hook does, for the cache key)",
+                              "pass hook_key: the options of the hook's method, so its experts never mix with plain ones")
         self.train_config()  # range checks of the training recipe
 
     def train_config(self) -> TrainConfig:
@@ -108,7 +116,10 @@ class ExpertConfig:
 
     def recipe(self) -> dict:
         """The hyper-parameters that determine a trajectory (not num_experts, not compile)."""
-        hp = asdict(self)
+        hp = {f.name: getattr(self, f.name) for f in fields(self)}
+        hp.pop("hook")  # a function; hook_key says what it does
+        if self.hook_key is None:
+            hp.pop("hook_key")
         hp.pop("num_experts")
         hp.pop("compile")  # speed only
         hp.pop("batch_networks")  # speed only
@@ -177,7 +188,7 @@ def key_hash(key: dict) -> str:
 def train_experts(images: torch.Tensor, labels: torch.Tensor, model: dict, num_classes: int, cfg: ExpertConfig,
                   seeds: list[int], *, device="cpu", progress: bool = False, partials: list[Path | None] | None = None,
                   partial_every_s: float = 60.0, log=print, on_done: Callable[[int, torch.Tensor], None] | None = None,
-                  ) -> list[torch.Tensor]:
+                  hooks: list[TrainHook | None] | None = None, stats: list | None = None) -> list[torch.Tensor]:
     """One trajectory per seed, trained side by side (``cfg.batch_networks`` at once): float32
     (epochs + 1, P), row 0 the initialisation, row e after epoch e (with ``cfg.keep_until``: only
     the rows of ``cfg.stored_epochs()``). Expert i starts from ``seeds[i]``'s weights and draws its
@@ -186,8 +197,10 @@ def train_experts(images: torch.Tensor, labels: torch.Tensor, model: dict, num_c
     With ``partials[i]``, expert i's progress (the trajectory so far and the training state) is
     saved there atomically at most every ``partial_every_s`` seconds, and a later call with the
     same file continues from it — exactly, on CPU — instead of starting over. ``on_done(i, traj)``
-    is called as soon as expert i has trained its last epoch (e.g. to cache it)."""
+    is called as soon as expert i has trained its last epoch (e.g. to cache it). ``hooks[i]`` trains
+    expert i (its state is saved with the partial file); ``stats`` (a list) receives each training's TrainStats."""
     partials = partials if partials is not None else [None] * len(seeds)
+    hooks = hooks if hooks is not None else [None] * len(seeds)
     keep = set(cfg.stored_epochs())
     trajs: list[torch.Tensor | None] = [None] * len(seeds)
     trainings = []
@@ -215,9 +228,11 @@ def train_experts(images: torch.Tensor, labels: torch.Tensor, model: dict, num_c
                     torch.save(state() | {"trajectory": torch.stack(snaps)}, tmp)
                 last_save[0] = time.monotonic()
 
-        trainings.append(Training(net, images, labels, make_generator(seed), epoch_callback=snapshot, resume=resume))
+        trainings.append(Training(net, images, labels, make_generator(seed), hook=hooks[i], epoch_callback=snapshot, resume=resume))
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} experts"
-    train_networks(trainings, cfg.train_config(), progress=progress, desc=f"expert {which}")
+    done = train_networks(trainings, cfg.train_config(), progress=progress, desc=f"expert {which}")
+    if stats is not None:
+        stats.extend(done)
     return trajs
 
 
@@ -367,14 +382,19 @@ def load_or_train_experts(ctx: ExpertSource, cfg: ExpertConfig) -> list[torch.Te
                 ctx.log(f"[ddlnl] expert {k + 1}/{cfg.num_experts} trained and cached "
                         f"({cfg.epochs} epochs{kept}{side}, {time.perf_counter() - t0:.1f}s)")
 
+            costs: list = []
             new = train_experts(ctx.images, labels, ctx.model, ctx.num_classes, cfg, [stream_seed(ctx.seed, "expert", k) for k in todo],
                                 device=ctx.device, progress=ctx.progress, partials=partials,
-                                partial_every_s=ctx.checkpoint_every_s, log=ctx.log, on_done=done)
+                                partial_every_s=ctx.checkpoint_every_s, log=ctx.log, on_done=done,
+                                hooks=None if cfg.hook is None else [cfg.hook(ctx, k) for k in todo], stats=costs)
             for k, traj in zip(todo, new, strict=True):
                 trajs[k] = traj
             trained += len(todo)
-            # forward passes over real images (GSAM: two per batch)
-            ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1) * len(todo)
+            # forward passes over real images (GSAM: two per batch); a hook's sweeps and extra passes as counted
+            if cfg.hook is None:
+                ctx.images_processed += len(labels) * cfg.epochs * (2 if cfg.gsam else 1) * len(todo)
+            else:
+                ctx.images_processed += sum(st.images_processed for st in costs)
     status = "hit" if trained == 0 else ("miss" if trained == cfg.num_experts else "partial hit")
     ctx.log(f"[ddlnl] expert cache {status}: {cfg.num_experts - trained} loaded, {trained} trained ({folder})")
     shapes = {tuple(t.shape) for t in trajs}

@@ -13,7 +13,7 @@ One implementation for every method that splits a noisy set by loss: the ``loss_
   noisy class.
 * **Recall** (:func:`recall_untrusted`, TAD's inner loop as we read it, docs/tad.md): class
   anchors are the mean trusted embedding per class; a Ledoit-Wolf shared covariance of the
-  trusted embeddings around their anchors gives Mahalanobis distances; an untrusted sample is
+  trusted embeddings around their anchors (:class:`ShrunkMahalanobis`) gives Mahalanobis distances; an untrusted sample is
   recalled with its nearest anchor's class when it is as close to that anchor as the trusted
   samples of that class are (``quantile``) and its cosine similarity to the anchor (both centred
   on the trusted mean) is at least ``min_cosine``.
@@ -120,37 +120,54 @@ def warmup_loss_split(make_net: Callable[[], torch.nn.Module], x: torch.Tensor, 
 # --------------------------------------------------------------------------- recall
 
 
+class ShrunkMahalanobis:
+    """Squared Mahalanobis distances under the Ledoit-Wolf covariance of residuals ``resid`` (n, d):
+    (1 - s) S + s mu I, with S = resid^T resid / n, s scikit-learn's ``ledoit_wolf_shrinkage`` and mu
+    = trace(S) / d. Computed from the thin SVD of ``resid`` (n x d, never a d x d matrix): in its row
+    space the eigenvalues are (1 - s) sigma^2 / n + s mu, elsewhere s mu."""
+
+    def __init__(self, resid: np.ndarray):
+        from sklearn.covariance import ledoit_wolf_shrinkage
+
+        n, d = resid.shape
+        shrink = float(ledoit_wolf_shrinkage(resid, assume_centered=True))
+        mu = float((resid**2).sum() / (n * d))
+        _, sig, self.vt = np.linalg.svd(resid, full_matrices=False)
+        self.lam = (1 - shrink) * sig**2 / n + shrink * mu
+        self.floor = max(shrink * mu, 1e-12 * float(self.lam.max(initial=1.0)))
+        self.lam = np.maximum(self.lam, self.floor)
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        proj = v @ self.vt.T
+        return (proj**2 / self.lam).sum(1) + np.maximum((v**2).sum(1) - (proj**2).sum(1), 0.0) / self.floor
+
+
 def recall_untrusted(features: np.ndarray, labels: np.ndarray, trusted: np.ndarray, num_classes: int, *,
                      quantile: float, min_cosine: float, fit_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(recalled mask, pseudo-labels) of the untrusted samples (see the module doc). The shared covariance
     is fitted on at most ``fit_samples`` trusted samples (a seeded draw), which bounds its cost."""
-    from sklearn.covariance import LedoitWolf
-
     feats = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
     trusted_idx = np.flatnonzero(trusted)
-    recalled, pseudo = np.zeros(labels.size, dtype=bool), np.asarray(labels).copy()
+    recalled, pseudo = np.zeros(labels.size, dtype=bool), labels.copy()
     present = [c for c in range(num_classes) if np.any(labels[trusted_idx] == c)]
     untrusted = np.flatnonzero(~trusted)
     if len(present) == 0 or untrusted.size == 0 or trusted_idx.size < 2:
         return recalled, pseudo
     feats = feats - feats[trusted_idx].mean(0)  # centred on the trusted mean: cosines then tell directions apart
     anchors = np.stack([feats[trusted_idx[labels[trusted_idx] == c]].mean(0) for c in present])
-    own = {c: k for k, c in enumerate(present)}
+    own = np.full(num_classes, -1)
+    own[present] = np.arange(len(present))
     fit = trusted_idx
     if fit.size > fit_samples:
         fit = np.sort(np.random.default_rng(seed).choice(fit, fit_samples, replace=False))
-    resid = feats[fit] - anchors[[own[c] for c in labels[fit]]]
-    cov = LedoitWolf(assume_centered=True).fit(resid).covariance_
-    vals, vecs = np.linalg.eigh(cov)
-    white = vecs / np.sqrt(np.maximum(vals, vals.max() * 1e-12))  # x @ white: Mahalanobis-whitened coordinates
-    za, zu = anchors @ white, feats[untrusted] @ white
-    dist = np.sqrt(((zu[:, None, :] - za[None]) ** 2).sum(-1))  # (untrusted, present classes)
-    zt = feats[trusted_idx] @ white
-    own_dist = np.sqrt(((zt - za[[own[c] for c in labels[trusted_idx]]]) ** 2).sum(-1))
+    maha = ShrunkMahalanobis(feats[fit] - anchors[own[labels[fit]]])
+    x = feats[untrusted]
+    dist = np.stack([maha(x - a) for a in anchors], 1)  # (untrusted, present classes), squared
+    own_dist = maha(feats[trusted_idx] - anchors[own[labels[trusted_idx]]])
     limit = np.array([np.quantile(own_dist[labels[trusted_idx] == c], quantile) for c in present])
     near = dist.argmin(1)
     a = anchors[near]
-    x = feats[untrusted]
     cos = (x * a).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(a, axis=1) + 1e-12)
     ok = (dist[np.arange(untrusted.size), near] <= limit[near]) & (cos >= min_cosine)
     recalled[untrusted[ok]] = True
@@ -169,7 +186,7 @@ class TrustRule:
     recall: bool = True
     recall_quantile: float = 0.5
     recall_cosine: float = 0.3
-    recall_fit_samples: int = 5000
+    recall_fit_samples: int = 1000
 
     def __post_init__(self):
         for name, low, high in (("threshold", 0.0, 1.0), ("recall_quantile", 0.0, 1.0), ("recall_cosine", -1.0, 1.0)):
@@ -181,7 +198,7 @@ class TrustRule:
             raise ConfigError(f"recall must be true or false, got {self.recall!r}", "set recall: true or recall: false")
         v = self.recall_fit_samples
         if not isinstance(v, int) or isinstance(v, bool) or v < 2:
-            raise ConfigError(f"recall_fit_samples must be an integer >= 2, got {v!r}", "e.g. recall_fit_samples: 5000")
+            raise ConfigError(f"recall_fit_samples must be an integer >= 2, got {v!r}", "e.g. recall_fit_samples: 1000")
 
 
 @dataclass
@@ -252,7 +269,7 @@ class TrustHook(TrainHook):
         if epoch < self.warmup:
             return [Sweep()]
         if self.train_labels is None or (epoch - self.warmup) % self.refresh_every == 0:
-            split = trust_split(run.nets[0], run.images, run.labels, self.num_classes, self.rule, stream_seed(self.seed, epoch))
+            split = trust_split(run.nets[0], run.images, run.labels, self.num_classes, self.rule, stream_seed(self.seed, "refresh", epoch))
             run.count(split.images_processed)
             lab = torch.full((len(split.labels),), -1, dtype=torch.long)
             lab[split.members] = torch.as_tensor(split.labels[split.members])

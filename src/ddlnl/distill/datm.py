@@ -10,7 +10,10 @@ On top of MTT's loop (:mod:`ddlnl.distill.mtt`):
   of noisy class c that an expert (at ``label_epoch``, default its final epoch) predicts as
   c, an implicit clean-sample filter; ``pix_init: real`` takes random real images. A switch,
   so the filter's effect can be measured on its own. DD_LNL's experts train 100 epochs
-  (``train_epochs``), longer than matching reads, and filter with the last one.
+  (``train_epochs``), longer than matching reads, and filter with the last one. ``pix_init: trusted``
+  (ours, not DATM's; registered as ``datm_trusted``) replaces the filter by the trusted split of
+  :mod:`ddlnl.trust`: random real images among the samples whose loss under expert 0 (``label_epoch``)
+  its class's two-component mixture calls clean (``trust_threshold``), soft labels as the filter's.
 * **Soft labels** (§2.4): logits of the experts (``label_epoch``) averaged over the experts
   whose prediction agrees with the image's class (``real``: expert 0's logits), then
   learned with SGD(lr_y, momentum 0.9); ``soft_labels: false`` keeps hard labels.
@@ -44,8 +47,9 @@ from ddlnl.evaluate import build_model
 from ddlnl.experts import load_or_train_experts
 from ddlnl.models.functional import functional_forward
 from ddlnl.synset import SyntheticSet
+from ddlnl.trust import TrustRule, TrustSplit, trust_split
 
-PIX_INITS = ("samples_predicted_correctly", "real")
+PIX_INITS = ("samples_predicted_correctly", "real", "trusted")
 
 
 # --------------------------------------------------------------------------- window and threshold
@@ -163,15 +167,21 @@ def expert_logits(ctx: DistillContext, net, params: torch.Tensor, x: torch.Tenso
     return out
 
 
-def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generator, net, row: int = -1) -> tuple[torch.Tensor, dict]:
+def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generator, net, row: int = -1,
+                        allowed: np.ndarray | None = None) -> tuple[torch.Tensor, dict]:
     """Indices of ``ipc`` images per noisy class that an expert (trajectory row ``row``) predicts as their class.
 
     Expert 0 first; if a class runs short, the next expert scans the rest (DATM). If every
     expert is exhausted, random images of the class fill the gap (counted in the report).
+    ``allowed`` (a mask, e.g. TAD's trusted samples) limits the scan and the filling to those samples
+    while a class has enough of them (the rest of the class fills: ``filled_outside``).
     """
-    picks, filled, scanned, passed = [], 0, [], []
+    picks, filled, scanned, passed, outside = [], 0, [], [], 0
     for c in range(ctx.num_classes):
         pool = ctx.class_indices(c)
+        if allowed is not None:
+            extra = pool[~allowed[pool]]
+            pool = pool[allowed[pool]]
         pool = pool[torch.randperm(len(pool), generator=g).numpy()]
         chosen: list[int] = []
         for traj in experts:
@@ -191,12 +201,40 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
             rest = pool[~np.isin(pool, chosen)]
             filled += ipc - len(chosen)
             chosen.extend(rest[: ipc - len(chosen)].tolist())
+        if len(chosen) < ipc:  # only with ``allowed``: too few allowed samples in the class
+            outside += ipc - len(chosen)
+            chosen.extend(extra[torch.randperm(len(extra), generator=g).numpy()][: ipc - len(chosen)].tolist())
         picks.append(np.asarray(chosen, dtype=np.int64))
     ctx.record_selection("filter", np.concatenate(passed), among=np.concatenate(scanned),
                          what="images expert 0 predicts as their noisy class, among those it judged")
     index = np.concatenate(picks)
     ctx.record_selection("init", index, what="the real images the set's slots start from")
-    return torch.as_tensor(index), {"filled_at_random": filled}
+    return torch.as_tensor(index), {"filled_at_random": filled} | ({} if allowed is None else {"filled_outside": outside})
+
+
+def random_among(ctx: DistillContext, ipc: int, g: torch.Generator, allowed: np.ndarray) -> tuple[torch.Tensor, dict]:
+    """``ipc`` random images per noisy class among the ``allowed`` ones (the rest of the class fills a
+    class that has too few: ``filled_outside``)."""
+    picks, outside = [], 0
+    for c in range(ctx.num_classes):
+        pool = ctx.class_indices(c)
+        inside, extra = pool[allowed[pool]], pool[~allowed[pool]]
+        pick = inside[torch.randperm(len(inside), generator=g).numpy()][:ipc]
+        if pick.size < ipc:
+            outside += ipc - pick.size
+            pick = np.concatenate([pick, extra[torch.randperm(len(extra), generator=g).numpy()][: ipc - pick.size]])
+        picks.append(pick)
+    index = np.concatenate(picks)
+    ctx.record_selection("init", index, what="the real images the set's slots start from")
+    return torch.as_tensor(index), {"filled_outside": outside}
+
+
+def expert_network(ctx: DistillContext, flat: torch.Tensor) -> torch.nn.Module:
+    """A network of the context's architecture holding an expert's flat parameters (one trajectory row)."""
+    with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the run's random state alone
+        net = build_model(ctx.model, ctx.num_classes, ctx.images.shape[-1]).to(ctx.device)
+    torch.nn.utils.vector_to_parameters(flat.to(ctx.device), net.parameters())
+    return net
 
 
 def soft_label_init(ctx: DistillContext, experts, net, x: torch.Tensor, classes: torch.Tensor, agreeing: bool,
@@ -249,7 +287,8 @@ class DATM(TrajectoryMatchingBase):
         lr_teacher_expert: float = 0.01  # experts' SGD lr (DATM's buffers: 0.01)
         expert_momentum: float = 0.0  # experts' SGD momentum (DATM's buffers: 0)
         threshold: float | None = 1.0
-        pix_init: str = "samples_predicted_correctly"  # | real
+        pix_init: str = "samples_predicted_correctly"  # | real | trusted (ours: random among expert 0's trusted split)
+        trust_threshold: float = 0.5  # pix_init trusted: P(low-loss component) above which a sample is trusted
         soft_labels: bool = True
         mode: str = "exact"  # exact | tesla | naive
         compile: bool = False  # exact/tesla steps through Inductor-compiled graphs (matching.CompiledSteps)
@@ -265,6 +304,7 @@ class DATM(TrajectoryMatchingBase):
             if self.paper_noise is not None:
                 parse_noise(self.paper_noise)
             check_choice("pix_init", self.pix_init, PIX_INITS)
+            self.trust_rule()  # range check
             check_common(self)
             if self.min_start_epoch < 0 or self.min_start_epoch >= self.max_start_epoch:
                 raise ConfigError(f"need 0 <= min_start_epoch < max_start_epoch (got {self.min_start_epoch}, {self.max_start_epoch})",
@@ -276,6 +316,12 @@ class DATM(TrajectoryMatchingBase):
             if le != "final" and (not isinstance(le, int) or isinstance(le, bool) or not 0 <= le <= n):
                 raise ConfigError(f"label_epoch must be 'final' or an integer epoch in [0, {n}] (the experts train {n} epochs), "
                                   f"got {le!r}", "set label_epoch: final (DD_LNL) or an epoch the experts reach")
+
+        def trust_rule(self) -> TrustRule:
+            """The trusted split's rule: the loss mixture only (TAD adds recall)."""
+            return TrustRule(threshold=self.trust_threshold, recall=False)
+
+    KEY_ONLY_IF_SET = TrajectoryMatchingBase.KEY_ONLY_IF_SET | {"trust_threshold": 0.5}  # added after runs were made
 
     # options_dict() is the options as configured (``setting: auto`` unresolved), so that a run's
     # stage keys are the same before and after the paper row is applied; the applied row is in
@@ -315,7 +361,8 @@ class DATM(TrajectoryMatchingBase):
         names = {f.name for f in fields(o)}
         what = NoiseSpec(kind, rate).name  # "symmetric 0.4", or a label set's name (it has no rate)
         ctx.log(f"[ddlnl] datm paper setting for {ctx.dataset} IPC {ipc} noise {what}: {values}")
-        return replace(o, **{k: v for k, v in values.items() if k in names})
+        keep = {"pix_init"} if o.pix_init == "trusted" else set()  # ours: the table knows only DATM's two
+        return replace(o, **{k: v for k, v in values.items() if k in names and k not in keep})
 
     # -- hooks -------------------------------------------------------------------------------
     def start_epoch(self, it: int, rng: np.random.Generator, o=None) -> int:
@@ -346,8 +393,15 @@ class DATM(TrajectoryMatchingBase):
         epoch = self.label_epoch(o)
         row = self.expert_config(o).row(epoch)
         report = {"pix_init": o.pix_init, "label_epoch": epoch, "expert_train_epochs": expert_length(o)}
+        split = self.trusted_split(ctx, experts, row, o)
+        if split is not None:
+            report["trusted"] = int(split.trusted.sum())
         if o.pix_init == "samples_predicted_correctly":
-            idx, info = predicted_correctly(ctx, experts, ipc, g, net, row)
+            idx, info = predicted_correctly(ctx, experts, ipc, g, net, row, None if split is None else split.trusted)
+            images = ctx.images[idx].clone()
+            report |= info
+        elif split is not None:
+            idx, info = random_among(ctx, ipc, g, split.trusted)
             images = ctx.images[idx].clone()
             report |= info
         else:
@@ -355,10 +409,35 @@ class DATM(TrajectoryMatchingBase):
         if not o.soft_labels:
             self.init_report = report
             return images, classes
-        logits, acc = soft_label_init(ctx, experts, net, images, classes, agreeing=o.pix_init == "samples_predicted_correctly",
+        logits, acc = soft_label_init(ctx, experts, net, images, classes, agreeing=o.pix_init != "real" or split is not None,
                                       row=row)
         report["initial_label_agreement"] = acc
         ctx.log(f"[ddlnl] datm init: {o.pix_init}, expert epoch {epoch} of {expert_length(o)}, soft labels agree with "
                 f"the noisy class on {100 * acc:.1f}% of images")
         self.init_report = report
         return images, logits
+
+
+    def trusted_split(self, ctx: DistillContext, experts, row: int, o) -> TrustSplit | None:
+        """The split the initial images are drawn from (None: all samples): under ``pix_init: trusted``
+        expert 0's (trajectory row ``row``) loss mixture, recorded as the selection ``trusted``."""
+        if o.pix_init != "trusted":
+            return None
+        split = trust_split(expert_network(ctx, experts[0][row]), ctx.images, ctx.labels, ctx.num_classes, o.trust_rule(),
+                            ctx.seed_for("datm.trusted_split"))
+        ctx.images_processed += split.images_processed
+        ctx.record_selection("trusted", np.flatnonzero(split.trusted), what="samples expert 0's per-class loss mixture trusts")
+        return split
+
+
+@register_distiller
+class DATMTrusted(DATM):
+    """DATM with its initialisation filter replaced by the trusted split (``pix_init: trusted``): ours, docs/tad.md."""
+
+    name = "datm_trusted"
+
+    @dataclass(frozen=True)
+    class Options(DATM.Options):
+        pix_init: str = "trusted"
+
+    KEY_ONLY_IF_SET = TrajectoryMatchingBase.KEY_ONLY_IF_SET  # a new method: every option in its keys
