@@ -254,7 +254,7 @@ class TrustHook(TrainHook):
     """Trains on the trusted split of the network being trained, refreshed as it learns.
 
     Epochs before ``warmup`` sweep every sample. At epoch ``warmup`` and every ``refresh_every``
-    epochs after it, :func:`trust_split` of the current network (seed ``stream_seed(seed, epoch)``)
+    epochs after it, :func:`trust_split` of the current network (seed ``stream_seed(seed, "refresh", epoch)``)
     chooses the samples the following epochs sweep; recalled ones train under their pseudo-label.
     The split in force is the hook's state, so a resumed training continues with it.
     """
