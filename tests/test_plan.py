@@ -87,6 +87,16 @@ def test_clean_first_plans_the_cleaners_warm_up():
     assert not [s for s in P.plan(ExperimentSpec.create(method="dm", preset="quick")).stages if s.name.startswith("clean")]
 
 
+def test_datm_variants_are_planned_as_datm():
+    """tad and datm_trusted do DATM's work (experts, matching): planned and timed as DATM, named as themselves."""
+    datm = P.plan(ExperimentSpec.create(method="datm", preset="quick"))
+    for m in ("tad", "datm_trusted"):
+        pl = P.plan(ExperimentSpec.create(method=m, preset="quick"))
+        assert stage(pl, f"experts ({m})").images == stage(datm, "experts (datm)").images
+        assert stage(pl, f"distill ({m})").images == stage(datm, "distill (datm)").images
+        assert stage(pl, f"distilled set ({m})").times == stage(datm, "distilled set (datm)").times
+
+
 def test_figures_cite_existing_docs_with_a_date():
     for f in P.FIGURES:
         page = re.match(r"(docs/[\w./-]+\.md)", f.source)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 
 import numpy as np
 
+from ddlnl.distill.datm import DATM
 from ddlnl.data.imagefolder import IMAGE_EXTENSIONS, folder_path
 from ddlnl.data.longtail import longtail_counts
 from ddlnl.data.registry import resolve_data_root
@@ -388,7 +389,8 @@ def plan(spec: ExperimentSpec) -> Plan:
     resolved, messages = _resolve_options(dist, spec, C)
     opts = asdict(resolved) if is_dataclass(resolved) else dict(resolved)
     caps = dist.capabilities
-    method = spec.method
+    # a DATM variant (tad, datm_trusted) does DATM's work: planned and timed as DATM, named as itself
+    method = "datm" if isinstance(dist, DATM) else spec.method
     stages: list[Stage] = []
 
     # -- baselines: CE on the full noisy set, then each requested one (run.py stage_baselines)
@@ -440,10 +442,11 @@ def plan(spec: ExperimentSpec) -> Plan:
     if method in ("mtt", "datm"):
         epochs = dist.expert_config(resolved).epochs  # the length the run trains (train_epochs, else the window)
         recipe = "trajectory-gsam" if opts.get("expert_gsam") else "trajectory-sgd"
-        stages.append(Stage("experts", f"experts ({method})", f"{_plural(opts['num_experts'], 'expert')} x {epochs} epochs x {_n(N)} images",
+        stages.append(Stage("experts", f"experts ({spec.method})", f"{_plural(opts['num_experts'], 'expert')} x {epochs} epochs x {_n(N)} images",
                             _mul(opts["num_experts"], epochs, N), match={"recipe": recipe, "net": net, "px": px},
                             shape={"batch": opts.get("expert_batch", 256), "compile": bool(opts.get("expert_compile"))},
-                            kind="experts", note="none when the expert cache already holds them"))
+                            kind="experts", note="none when the expert cache already holds them"
+                            + ("; tad adds one loss pass over the images per trust refresh" if spec.method == "tad" else "")))
     elif method == "dance":
         stages.append(Stage("experts", "experts (dance)",
                             f"{_plural(opts['num_experts'], 'expert')} x {opts['expert_epochs']} epochs x {_n(N)} images",
@@ -458,7 +461,7 @@ def plan(spec: ExperimentSpec) -> Plan:
     if method in ("mtt", "datm"):
         batch = None if n_syn is None else min(opts.get("batch_syn") or n_syn, n_syn)
         syn = _mul(it, opts["syn_steps"], batch)
-        stages.append(Stage("distill", f"distill ({method})", f"{it:,} iterations x {opts['syn_steps']} steps x {_n(batch)} synthetic images",
+        stages.append(Stage("distill", f"distill ({spec.method})", f"{it:,} iterations x {opts['syn_steps']} steps x {_n(batch)} synthetic images",
                             syn, match={"net": net, "px": px, "mode": opts.get("mode"), "compile": bool(opts.get("compile"))},
                             shape=base_shape | {"syn_steps": opts["syn_steps"], "batch_syn": batch}, method=method, kind="distill",
                             breakdown={"synthetic": syn},
@@ -490,7 +493,7 @@ def plan(spec: ExperimentSpec) -> Plan:
                             method=method, kind="distill", breakdown={"synthetic": syn, "real": real},
                             note="a work index: the H^-1 g solve and the pool's training steps are not counted"))
     else:
-        stages.append(Stage("distill", f"distill ({method})", "not modelled for this method", None, method=method, kind="distill"))
+        stages.append(Stage("distill", f"distill ({spec.method})", "not modelled for this method", None, method=method, kind="distill"))
 
     # -- evaluations (run.py: random, distilled, random at the set's lr, controls)
     runs, train = int(ev.get("runs", 1)), ev["train"]
@@ -507,7 +510,7 @@ def plan(spec: ExperimentSpec) -> Plan:
                                               train.get("augment", "dsa")), kind="evaluate", note=note))
 
     evaluation("random control", n_syn)
-    evaluation(f"distilled set ({method})", set_size)
+    evaluation(f"distilled set ({spec.method})", set_size)
     if learned:
         evaluation("random control at the set's learned lr", n_syn)
     if soft:
@@ -517,7 +520,7 @@ def plan(spec: ExperimentSpec) -> Plan:
         evaluation(f"control: {cross['name']} on the random set", n_syn, model=cross, stage="control")
         evaluation(f"control: {cross['name']} on the distilled set", set_size, model=cross, stage="control")
     if caps.init_only:
-        evaluation(f"control: {method} init only", set_size, stage="control",
+        evaluation(f"control: {spec.method} init only", set_size, stage="control",
                    note="building the set reuses the experts" if method in ("mtt", "datm", "dance") else "")
 
     for s in stages:
