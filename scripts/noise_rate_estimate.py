@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddlnl.baselines.gmm import fit_loss_mixture, low_component_probability
+from ddlnl.trust import fit_loss_mixture, low_component_probability
 from ddlnl.baselines.noise_rate import low_score_rate, predict_probs
 from ddlnl.errors import DdlnlError
 from ddlnl.evaluate import build_model
