@@ -192,7 +192,7 @@ class ScoreCache:
         path = self.folder / "target.npz"
         if not path.exists():
             return None
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             return Outputs(f["phi"], f["loss"], float(f["test_acc"]), json.loads(str(f["extra"])))
 
     def save_target(self, out: Outputs) -> None:
@@ -201,7 +201,7 @@ class ScoreCache:
 
     def shadow(self, k: int) -> np.ndarray | None:
         path = self.folder / f"shadow_{k:04d}.npy"
-        return np.load(path) if path.exists() else None
+        return np.load(path, allow_pickle=False) if path.exists() else None
 
     def save_shadow(self, k: int, phi: np.ndarray) -> None:
         write_npy(self.folder / f"shadow_{k:04d}.npy", phi)
