@@ -17,6 +17,7 @@ from ddlnl.distill.base import Distiller
 from ddlnl.errors import ConfigError
 from ddlnl.spec import ExperimentSpec
 from ddlnl.train import TrainConfig
+from tests.test_baselines import fake_cleanlab
 
 PRESET = {"model": {"name": "convnet", "width": 8, "depth": 1, "norm": "instance"},
           "baseline": {"runs": 1, "train": {"epochs": 4, "batch_size": 16, "lr": 0.05, "schedule": "cosine", "augment": "none"}}}
@@ -60,18 +61,6 @@ def test_the_trusted_split_is_a_reusable_function_and_is_deterministic():
     assert a.losses[~correct].mean() > a.losses[correct].mean()  # wrong labels cost more after the warm-up
     one = loss_gmm_split(BaselineContext(data, PRESET, seed=3), cfg, per_class=False)
     assert correct[one.trusted].mean() >= 0.85
-
-
-def fake_cleanlab(monkeypatch):
-    """A stand-in for the optional AGPL cleanlab: flag the samples whose predicted class is not their label."""
-    from types import ModuleType
-
-    filt = ModuleType("cleanlab.filter")
-    filt.find_label_issues = lambda labels, pred_probs, filter_by=None: pred_probs.argmax(1) != labels
-    mod = ModuleType("cleanlab")
-    mod.filter = filt
-    monkeypatch.setitem(sys.modules, "cleanlab", mod)
-    monkeypatch.setitem(sys.modules, "cleanlab.filter", filt)
 
 
 def test_the_cleanlab_cleaner_keeps_what_cleanlab_does_not_flag_and_needs_the_package(monkeypatch):
