@@ -102,9 +102,7 @@ def prepare_data(
     splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
     given, clean_known = None, True
     if noise.type == GIVEN_NOISE:
-        full = splits.train if splits.train_index is None else load_dataset(dataset, root).train
-        splits, given, clean_known = apply_label_files(splits, full, labels, clean_labels,
-                                                       own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
+        splits, given, clean_known = _apply_label_files(dataset, root, splits, labels, clean_labels)
     data_cfg = preset.get("data", {})
     train_index = splits.train_index if splits.train_index is not None else np.arange(len(splits.train))
     train, test = splits.train, splits.test
@@ -143,6 +141,13 @@ def prepare_data(
         x_test=pre.apply_uint8(test.images),
         y_test=torch.tensor(test.labels, dtype=torch.long),  # a copy: loaded arrays are read-only
     )
+
+
+def _apply_label_files(dataset: str, root: Path, splits: DatasetSplits, labels, clean_labels):
+    """:func:`ddlnl.data.given.apply_label_files` for ``dataset``: label files index its whole training
+    split, and a benchmark's own labels are clean (a folder dataset's are not known to be)."""
+    full = splits.train if splits.train_index is None else load_dataset(dataset, root).train
+    return apply_label_files(splits, full, labels, clean_labels, own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
 
 
 def save_noise(folder: Path, data: PreparedData) -> None:
@@ -222,9 +227,7 @@ def prepare_noise_only(dataset: str, noise: NoiseSpec, *, data_root=None, imbala
     root = resolve_data_root(data_root)
     splits = load_dataset(dataset, root, imbalance=imbalance, seed=seed)
     if noise.type == GIVEN_NOISE:
-        full = splits.train if splits.train_index is None else load_dataset(dataset, root).train
-        splits, given, clean_known = apply_label_files(splits, full, labels, clean_labels,
-                                                       own_labels_clean=not dataset.startswith(FOLDER_PREFIX))
+        splits, given, clean_known = _apply_label_files(dataset, root, splits, labels, clean_labels)
         return splits, given_noisy_labels(given, splits.train.labels if clean_known else None, noise, splits.num_classes)
     noisy = make_noisy_labels(dataset, splits.train.labels, splits.num_classes, noise, data_root=root, train_index=splits.train_index,
                               images=splits.train.images)
