@@ -172,6 +172,7 @@ def build_cases(t: Path) -> dict[str, tuple[list[str], list[str]]]:
     c["lr not a number"] = (["run", "--set", "baseline.train.lr=abc", *smoke], ["lr", "'abc'"])
     c["method option wrong type"] = (["run", "--method", "dm", "--set", "methods.dm.iterations=abc", *smoke], ["iterations", "whole number", "'abc'"])
     c["method option out of range"] = (["run", "--method", "dm", "--set", "methods.dm.iterations=-5", *smoke], ["iterations=-5"])
+    c["tf32 on a cpu"] = (["run", "--precision", "tf32", "--device", "cpu", *smoke], ["--precision tf32", "CUDA", "drop --precision"])
     c["data size wrong type"] = (["run", "--set", "data.train_per_class=abc", *smoke], ["data.train_per_class", "'abc'"])
     c["checkpoint interval negative"] = (["run", "--checkpoint-every", "-1", *smoke], ["--checkpoint-every"])
     c["study max workers 0"] = (["study", str(t / "x.yaml"), "--out", str(t / "st"), "--max-workers", "0"], ["--max-workers"])

@@ -44,6 +44,7 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--deterministic", action="store_true",
                    help="PyTorch's deterministic algorithms, cuDNN included (same numbers for the same seed on a GPU; slower there)")
+    add_precision_arg(p)
     p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                    help="save the distillation state this often; a rerun of the same command resumes from it (default 300)")
     p.add_argument("--clean-first", default=None, metavar="CLEANER",
@@ -51,6 +52,12 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
                         "loss_gmm (per-class loss mixture), dividemix (DivideMix's warm-up and co-divide) or cleanlab (optional)")
     p.add_argument("--clean-option", dest="clean_options", action="append", default=[], metavar="KEY=VALUE",
                    help="a cleaner option, e.g. --clean-option threshold=0.6 or epochs=10 (repeatable)")
+
+
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default=None, choices=["fp32", "tf32"],
+                   help="float32 on CUDA: fp32 (IEEE matmuls and convolutions, as a CPU) or tf32 (TensorFloat-32 tensor "
+                        "cores: faster on Ampere and later, 10-bit mantissa); default: PyTorch's (TF32 convolutions, fp32 matmuls)")
 
 
 def add_eval_arg(p: argparse.ArgumentParser) -> None:
@@ -83,11 +90,18 @@ def experiment_spec(args, *, baselines=("ce",)):
 
 
 def apply_runtime_flags(args) -> None:
-    """Flags that change how, not what, a command computes."""
+    """Flags that change how, not what, a command computes (result.json's ``machine`` records them)."""
     if getattr(args, "deterministic", False):
         from ddlnl.utils.runtime import set_deterministic
 
         set_deterministic(True)
+    if getattr(args, "precision", None) is not None:
+        from ddlnl.utils.runtime import resolve_device, set_precision
+
+        if args.precision == "tf32" and resolve_device(getattr(args, "device", None)).type != "cuda":
+            raise ConfigError("--precision tf32 applies to CUDA devices; this command runs on the CPU",
+                              "drop --precision (a CPU computes in IEEE fp32), or run on a GPU with --device cuda")
+        set_precision(args.precision)
 
 
 def checkpoint_every(args) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ddlnl.cli.common import add_data_args, add_eval_arg, apply_runtime_flags
+from ddlnl.cli.common import add_data_args, add_eval_arg, add_precision_arg, apply_runtime_flags
 from ddlnl.errors import ConfigError, DataError
 
 
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
     p.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms, cuDNN included")
+    add_precision_arg(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddlnl.errors import ConfigError
+from ddlnl.errors import ConfigError, check_choice
 
 
 def seed_everything(seed: int) -> None:
@@ -30,6 +30,26 @@ def set_deterministic(on: bool = True) -> None:
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = not on and torch.backends.cudnn.benchmark
+
+
+# ``--precision``: how CUDA runs float32 matmuls and convolutions. Without it PyTorch's own
+# defaults stay (cuDNN convolutions in TF32, matmuls in IEEE fp32), as in every run made before it.
+PRECISIONS = ("fp32", "tf32")
+
+
+def set_precision(precision: str) -> None:
+    """``fp32``: IEEE float32 matmuls and cuDNN convolutions on CUDA (what a CPU computes);
+    ``tf32``: TensorFloat-32 for both (tensor cores of Ampere and later GPUs: several times the
+    fp32 rate, with a 10-bit mantissa in the products). CPUs compute in IEEE fp32 either way."""
+    check_choice("precision", precision, PRECISIONS)
+    mode = "tf32" if precision == "tf32" else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+
+
+def cuda_precision() -> dict:
+    """How CUDA computes float32 now (``machine()`` records it with every result)."""
+    return {"matmul": torch.backends.cuda.matmul.fp32_precision, "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
 
 
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -74,6 +94,7 @@ def machine() -> dict:
             "deterministic": torch.are_deterministic_algorithms_enabled()}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_fp32_precision"] = cuda_precision()
     return info
 
 
