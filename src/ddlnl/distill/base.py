@@ -130,15 +130,37 @@ class DistillContext:
 
     def random_real(self, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``ipc`` distinct random training images of each noisy class (the random control's draw)."""
-        xs, ys, picks = [], [], []
+        index, _ = self.real_index(ipc, generator)
+        return self.images[index].clone(), torch.arange(self.num_classes).repeat_interleave(ipc)
+
+    def real_index(self, ipc: int, generator: torch.Generator, allowed: np.ndarray | None = None,
+                   prefer: Callable[[int, np.ndarray], list[int]] | None = None,
+                   record: bool = True) -> tuple[np.ndarray, int]:
+        """Positions of ``ipc`` real images per noisy class (slot order), and how many came from outside ``allowed``.
+
+        The one per-class draw every real-image start goes through (the random control, DATM's expert
+        filter and trusted init), so one seed draws the same images whichever asks. Per class: the
+        ``allowed`` images (a boolean mask over ``images``; None: all) in a random order; ``prefer(c,
+        shuffled)``'s picks among them first (DATM's filter), then the rest in that order; a class with
+        too few allowed images fills from its others, in a second random order. ``record``: note the
+        draw as the ``init`` selection (False: the caller does, after its own).
+        """
+        picks, outside = [], 0
         for c in range(self.num_classes):
-            idx = self.class_indices(c)
-            pick = idx[torch.randperm(len(idx), generator=generator)[:ipc].numpy()]
-            xs.append(self.images[pick])
-            ys.append(torch.full((ipc,), c, dtype=torch.long))
+            pool = self.class_indices(c)
+            if allowed is not None:
+                pool, extra = pool[allowed[pool]], pool[~allowed[pool]]
+            pool = pool[torch.randperm(len(pool), generator=generator).numpy()]
+            chosen = np.asarray([] if prefer is None else prefer(c, pool), dtype=np.int64)
+            pick = np.concatenate([chosen, pool[~np.isin(pool, chosen)][: ipc - len(chosen)]])
+            if allowed is not None and len(pick) < ipc:
+                outside += ipc - len(pick)
+                pick = np.concatenate([pick, extra[torch.randperm(len(extra), generator=generator).numpy()][: ipc - len(pick)]])
             picks.append(pick)
-        self.record_selection("init", np.concatenate(picks), what="the real images the set's slots start from")
-        return torch.cat(xs).clone(), torch.cat(ys)
+        index = np.concatenate(picks)
+        if record:
+            self.record_selection("init", index, what="the real images the set's slots start from")
+        return index, outside
 
     def record_selection(self, name: str, kept, *, among=None, what: str = "") -> None:
         """Note that the method kept training samples ``kept`` (positions in ``images``, in slot order for

@@ -175,14 +175,12 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
     expert is exhausted, random images of the class fill the gap (counted in the report).
     ``allowed`` (a mask, e.g. TAD's trusted samples) limits the scan and the filling to those samples
     while a class has enough of them (the rest of the class fills: ``filled_outside``).
+    The draw and the fill are :meth:`DistillContext.real_index`'s, the scan its ``prefer``.
     """
-    picks, filled, scanned, passed, outside = [], 0, [], [], 0
-    for c in range(ctx.num_classes):
-        pool = ctx.class_indices(c)
-        if allowed is not None:
-            extra = pool[~allowed[pool]]
-            pool = pool[allowed[pool]]
-        pool = pool[torch.randperm(len(pool), generator=g).numpy()]
+    filled, scanned, passed = 0, [], []
+
+    def scan(c: int, pool: np.ndarray) -> list[int]:  # pool: the class's allowed images, shuffled
+        nonlocal filled
         chosen: list[int] = []
         for traj in experts:
             rest = pool[~np.isin(pool, chosen)]  # in the shuffled order
@@ -197,36 +195,14 @@ def predicted_correctly(ctx: DistillContext, experts, ipc: int, g: torch.Generat
                     break
             if len(chosen) >= ipc:
                 break
-        if len(chosen) < ipc:
-            rest = pool[~np.isin(pool, chosen)]
-            filled += ipc - len(chosen)
-            chosen.extend(rest[: ipc - len(chosen)].tolist())
-        if len(chosen) < ipc:  # only with ``allowed``: too few allowed samples in the class
-            outside += ipc - len(chosen)
-            chosen.extend(extra[torch.randperm(len(extra), generator=g).numpy()][: ipc - len(chosen)].tolist())
-        picks.append(np.asarray(chosen, dtype=np.int64))
+        filled += ipc - len(chosen)
+        return chosen
+
+    index, outside = ctx.real_index(ipc, g, allowed, prefer=scan, record=False)
     ctx.record_selection("filter", np.concatenate(passed), among=np.concatenate(scanned),
                          what="images expert 0 predicts as their noisy class, among those it judged")
-    index = np.concatenate(picks)
     ctx.record_selection("init", index, what="the real images the set's slots start from")
     return torch.as_tensor(index), {"filled_at_random": filled} | ({} if allowed is None else {"filled_outside": outside})
-
-
-def random_among(ctx: DistillContext, ipc: int, g: torch.Generator, allowed: np.ndarray) -> tuple[torch.Tensor, dict]:
-    """``ipc`` random images per noisy class among the ``allowed`` ones (the rest of the class fills a
-    class that has too few: ``filled_outside``)."""
-    picks, outside = [], 0
-    for c in range(ctx.num_classes):
-        pool = ctx.class_indices(c)
-        inside, extra = pool[allowed[pool]], pool[~allowed[pool]]
-        pick = inside[torch.randperm(len(inside), generator=g).numpy()][:ipc]
-        if pick.size < ipc:
-            outside += ipc - pick.size
-            pick = np.concatenate([pick, extra[torch.randperm(len(extra), generator=g).numpy()][: ipc - pick.size]])
-        picks.append(pick)
-    index = np.concatenate(picks)
-    ctx.record_selection("init", index, what="the real images the set's slots start from")
-    return torch.as_tensor(index), {"filled_outside": outside}
 
 
 def expert_network(ctx: DistillContext, flat: torch.Tensor) -> torch.nn.Module:
@@ -401,9 +377,8 @@ class DATM(TrajectoryMatchingBase):
             images = ctx.images[idx].clone()
             report |= info
         elif split is not None:
-            idx, info = random_among(ctx, ipc, g, split.trusted)
+            idx, report["filled_outside"] = ctx.real_index(ipc, g, split.trusted)
             images = ctx.images[idx].clone()
-            report |= info
         else:
             images, classes = ctx.random_real(ipc, g)
         if not o.soft_labels:
