@@ -25,17 +25,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from ddlnl.baselines.base import BaselineContext, BaselineUnavailable
 from ddlnl.baselines.cleanlab_prune import import_cleanlab_filter, label_issues
 from ddlnl.baselines.coteaching import check_method_loss
-from ddlnl.baselines.dividemix import DivideMix, DivideMixHook, co_divide
+from ddlnl.baselines.dividemix import DivideMix, co_divide, train_two_networks
 from ddlnl.errors import ConfigError
-from ddlnl.train import TrainConfig, recipe_key, train_network
+from ddlnl.train import TrainConfig, recipe_key
 from ddlnl.trust import LossSplit, clean_probability, per_sample_ce, warmup_loss_split
 from ddlnl.utils.registry import Configurable, Registry
-from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
 
 MAX_WARMUP_EPOCHS = 10  # DivideMix's CIFAR-10 warm-up: the default cap on a cleaner's training
@@ -157,13 +155,8 @@ class DivideMixSplit(Cleaner):
         cfg = self.train_config(ctx.preset)
         check_method_loss(cfg, "the dividemix cleaner")
         dm = DivideMix.Options(warmup=cfg.epochs, p_threshold=o.p_threshold, conf_penalty=o.conf_penalty)
-        seed = stream_seed(ctx.seed, "clean_first.dividemix.network")
-        torch.manual_seed(seed)
-        nets = [ctx.model()]
-        torch.manual_seed(stream_seed(seed, "second_network"))
-        nets.append(ctx.model())
-        stats = train_network(nets, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed), progress=ctx.progress,
-                              desc="clean_first dividemix warm-up", hook=DivideMixHook(dm, None, seed))
+        nets, _, stats = train_two_networks(ctx, dm, cfg, stream_seed(ctx.seed, "clean_first.dividemix.network"), correct=None,
+                                            desc="clean_first dividemix warm-up")
         keep, n = np.ones(len(d.noisy.labels), dtype=bool), len(d.noisy.labels)
         labelled = []
         for k, net in enumerate(nets):

@@ -41,7 +41,7 @@ from ddlnl.baselines.base import (
 from ddlnl.baselines.coteaching import check_method_loss
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import accuracy_report, test_predictions
-from ddlnl.train import Step, Sweep, TrainHook, TrainRun, train_network
+from ddlnl.train import Step, Sweep, TrainConfig, TrainHook, TrainRun, TrainStats, train_network
 from ddlnl.trust import clean_probability
 from ddlnl.utils.runtime import generator as make_generator
 from ddlnl.utils.seeds import stream_seed
@@ -197,6 +197,22 @@ class DivideMixHook(TrainHook):
         self.rng.bit_generator.state = state["rng"]
 
 
+def train_two_networks(ctx: BaselineContext, options, cfg: TrainConfig, seed: int, *, correct: np.ndarray | None,
+                       desc: str) -> tuple[list[torch.nn.Module], DivideMixHook, TrainStats]:
+    """DivideMix's two networks (the second from its own seed stream), trained on the noisy labels through
+    the one trainer with a :class:`DivideMixHook`. The method and the ``dividemix`` cleaner (its warm-up
+    only) share this set-up, so that one seed gives both the same networks and draws.
+    ``correct`` (clean-label agreement, or None) feeds the hook's diagnostics only."""
+    torch.manual_seed(seed)
+    nets = [ctx.model()]
+    torch.manual_seed(stream_seed(seed, "second_network"))
+    nets.append(ctx.model())
+    hook = DivideMixHook(options, correct, seed)
+    stats = train_network(nets, ctx.data.x_train, ctx.data.y_train_noisy, cfg, generator=make_generator(seed),
+                          progress=ctx.progress, desc=desc, hook=hook)
+    return nets, hook, stats
+
+
 @register_baseline
 class DivideMix(Baseline):
     name = "dividemix"
@@ -229,13 +245,7 @@ class DivideMix(Baseline):
         if o.warmup >= cfg.epochs:
             raise ConfigError(f"dividemix warmup ({o.warmup}) must be shorter than training ({cfg.epochs} epochs)",
                               "lower baselines.dividemix.warmup or raise the epochs")
-        torch.manual_seed(seed)
-        nets = [ctx.model()]
-        torch.manual_seed(stream_seed(seed, "second_network"))
-        nets.append(ctx.model())
-        hook = DivideMixHook(o, d.label_correct, seed)  # clean labels feed the diagnostics only
-        stats = train_network(nets, d.x_train, d.y_train_noisy, cfg, generator=make_generator(seed), progress=ctx.progress,
-                              desc=self.name, hook=hook)
+        nets, hook, stats = train_two_networks(ctx, o, cfg, seed, correct=d.label_correct, desc=self.name)
         for net in nets:
             net.train()
         accs = [accuracy_report(test_predictions(n, d.x_test), d.y_test, d.num_classes)[0] for n in nets]
