@@ -22,6 +22,7 @@ import torch
 from scipy.stats import norm
 
 from ddlnl.errors import ConfigError
+from ddlnl.privacy.options import check_shadows
 
 QUERIES = ("original", "mirrored")
 MIN_STD = 1e-4  # a spread of zero (identical shadow scores) would make every score infinite
@@ -55,9 +56,7 @@ def keep_matrix(shadows: int, pool: int, seed: int) -> np.ndarray:
     (its training sets all have one size, so the batched trainer can stack them). The pairs are drawn
     in order from one stream, so the first k rows are the same for any number of shadows above k:
     asking for more shadows later adds networks and keeps the trained ones."""
-    if not isinstance(shadows, int) or isinstance(shadows, bool) or shadows < 2 or shadows % 2:
-        raise ConfigError(f"the number of shadow networks must be an even number >= 2, got {shadows!r}",
-                          "pass e.g. --shadows 16 (each example is then IN for 8 of them)")
+    check_shadows(shadows, "shadows")
     if pool < 2 or pool % 2:
         raise ConfigError(f"the shadow pool must hold an even number of examples >= 2, got {pool}", "audit as many non-members as members")
     rng = np.random.default_rng(seed)

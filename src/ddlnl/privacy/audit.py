@@ -29,6 +29,7 @@ from ddlnl.models import model_spec
 from ddlnl.presets import method_options
 from ddlnl.privacy.attacks import QUERIES, all_scores, keep_matrix
 from ddlnl.privacy.metrics import with_intervals
+from ddlnl.privacy.options import TARGETS, AuditOptions
 from ddlnl.privacy.shadows import AuditPool, FromSet, FullNoisy, ScoreCache, shadow_outputs, target_outputs
 from ddlnl.stages import RunFolder
 from ddlnl.synset import SyntheticSet, match_training_images
@@ -36,7 +37,6 @@ from ddlnl.utils.io import write_json
 from ddlnl.utils.runtime import machine, resolve_device, versions
 from ddlnl.utils.seeds import stream_seed
 
-TARGETS = ("full_noisy", "random", "distilled")
 SCHEMA = 1
 
 
@@ -137,31 +137,17 @@ def score_target(scores: dict, pool: AuditPool, *, bootstrap: int, seed: int, nu
     return everyone, (None if pool.mislabelled is None else metrics(pool.mislabelled))
 
 
-def check_targets(targets) -> tuple[str, ...]:
-    targets = tuple(dict.fromkeys(targets))
-    unknown = [t for t in targets if t not in TARGETS + ("dp_sgd",)]
-    if unknown or not targets:
-        raise ConfigError(f"unknown privacy target(s): {', '.join(unknown) or '(none given)'}",
-                          f"use a comma-separated list of: {', '.join(TARGETS + ('dp_sgd',))}")
-    return targets
-
-
-def audit_run(folder: str | Path, *, shadows: int = 16, audit_points: int = 1000, targets=TARGETS, bootstrap: int = 200,
-              dp_epsilon: float = 8.0, data_root: str | None = None, device: str | None = None, progress: bool = False,
-              log=print) -> dict:
-    """Attack the run's networks (see the module docstring); returns and writes ``privacy.json``."""
+def audit_run(folder: str | Path, *, shadows: int = AuditOptions.shadows, audit_points: int = AuditOptions.audit_points,
+              targets=TARGETS, bootstrap: int = AuditOptions.bootstrap, dp_epsilon: float = AuditOptions.dp_epsilon,
+              data_root: str | None = None, device: str | None = None, progress: bool = False, log=print) -> dict:
+    """Attack the run's networks (see the module docstring); returns and writes ``privacy.json``.
+    The options are :class:`~ddlnl.privacy.options.AuditOptions`' (``to_dict()`` gives these keywords)."""
     folder = Path(folder)
     config = read_config(folder)
-    targets = check_targets(targets)
-    if not isinstance(audit_points, int) or isinstance(audit_points, bool) or audit_points < 1:
-        raise ConfigError(f"--audit-points must be a positive integer, got {audit_points!r}", "pass e.g. --audit-points 500")
-    keep_matrix(shadows, 2, 0)  # checks the number of shadows before any data is read
-    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
-        raise ConfigError(f"--bootstrap must be a non-negative integer, got {bootstrap!r}", "pass e.g. --bootstrap 200 (0: no intervals)")
-    if "dp_sgd" in targets:
-        from ddlnl.privacy.dp import check_epsilon, require_opacus
+    options = AuditOptions(shadows, audit_points, targets, dp_epsilon, bootstrap).checked()  # before any data is read
+    if "dp_sgd" in options.targets:
+        from ddlnl.privacy.dp import require_opacus
 
-        check_epsilon(dp_epsilon)
         require_opacus()
     run = RunFolder(folder)
 
@@ -169,8 +155,8 @@ def audit_run(folder: str | Path, *, shadows: int = 16, audit_points: int = 1000
         raise ConfigError(f"a ddlnl run or audit is using {folder}", "wait for it to finish, then rerun (finished shadows are kept)")
 
     with run.lock(on_wait=busy):
-        return _audit(folder, config, shadows=shadows, audit_points=audit_points, targets=targets, bootstrap=bootstrap,
-                      dp_epsilon=dp_epsilon, data_root=data_root, device=resolve_device(device), progress=progress, log=log)
+        return _audit(folder, config, **options.to_dict(), data_root=data_root, device=resolve_device(device), progress=progress,
+                      log=log)
 
 
 def _audit(folder: Path, config: dict, *, shadows, audit_points, targets, bootstrap, dp_epsilon, data_root, device, progress,

@@ -20,6 +20,7 @@ import torch
 from ddlnl.baselines import create_baseline
 from ddlnl.errors import ConfigError
 from ddlnl.evaluate import SetToEvaluate, build_model
+from ddlnl.privacy.options import check_epsilon
 from ddlnl.privacy.shadows import Pipeline
 from ddlnl.train import TrainConfig, augment_batch, label_loss, lr_at, make_optimizer
 from ddlnl.utils.runtime import generator as make_generator
@@ -35,11 +36,6 @@ def require_opacus():
         raise ConfigError("the DP-SGD target needs Opacus, which is not installed",
                           "pip install 'ddlnl[privacy]' (or pip install opacus), or leave dp_sgd out of --targets") from None
     return opacus
-
-
-def check_epsilon(epsilon) -> None:
-    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not 0 < epsilon < float("inf"):
-        raise ConfigError(f"--dp-epsilon must be a positive number, got {epsilon!r}", "pass e.g. --dp-epsilon 8")
 
 
 @functools.lru_cache(maxsize=8)

@@ -83,3 +83,14 @@ def with_intervals(members: np.ndarray, non_members: np.ndarray, *, bootstrap: i
             out[name] |= {"low": float(low[k]), "high": float(high[k])}
     return out | {"members": int(members.size), "non_members": int(non_members.size), "fpr_resolution": 1.0 / non_members.size,
                   "interval": {"level": level, "bootstrap": bootstrap} if bootstrap else None}
+
+
+def strongest_attack(attacks: dict) -> tuple[str, dict]:
+    """The attack (name, metrics) with the highest TPR at 0.1 % FPR, ties broken by TPR at 1 % FPR, then AUC:
+    the tail first (Carlini et al. 2022). Picked after scoring, so it is the best of several tries."""
+    return max(attacks.items(), key=lambda kv: tuple(kv[1][k]["value"] for k in ("tpr_at_0.1%_fpr", "tpr_at_1%_fpr", "auc")))
+
+
+def format_metric(v: dict) -> str:
+    """``0.512 [0.431, 0.598]`` (the value and its bootstrap interval), ``0.512`` without one."""
+    return f"{v['value']:.3f}" + (f" [{v['low']:.3f}, {v['high']:.3f}]" if "low" in v else "")

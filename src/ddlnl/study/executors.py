@@ -10,7 +10,12 @@
    so sharing can never give a cell a result made under another configuration;
 3. ``run_experiment(cell.spec(), folder)`` (resuming whatever stages the cell folder holds);
 4. publish the cell's shareable parts for its siblings (:meth:`~ddlnl.stages.RunFolder.export_shared`,
-   first writer wins; atomic), and write ``done.json``.
+   first writer wins; atomic);
+5. when the study turns ``privacy`` on, audit the finished run in the cell folder
+   (:func:`ddlnl.privacy.audit_run`, as ``ddlnl privacy``: ``privacy.json``; every trained
+   shadow's scores are kept, so a rerun trains only what is missing), and write ``done.json``.
+   The audit's options are part of the cell's identity, so a cell is finished only with its
+   audit, and a study without ``privacy`` keeps the identities it had.
 
 A *group* is (dataset, imbalance, noise realisation, seed, preset, overrides): every cell
 of a group differs only in method and IPC. The driver runs the first cell of each group
@@ -84,6 +89,8 @@ def execute_cell(job: dict) -> dict:
             result = run_experiment(cell.spec(), out, log=log, progress=False)
             used = {part: folder.used_unchanged(part, digest) for part, digest in imported.items()}
             folder.export_shared(shared, cell.group, cell.ipc)
+            if cell.privacy is not None:
+                outcome["privacy_s"] = audit_cell(cell, out, log)
             outcome.update(status="finished", shared=used, experiment_s=result["timings_s"]["total"])
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded, the study goes on
             log(traceback.format_exc())
@@ -94,6 +101,19 @@ def execute_cell(job: dict) -> dict:
         if outcome["status"] == "finished":
             write_json(out / "done.json", outcome | {"config_hash": job["config_hash"]})
     return outcome
+
+
+def audit_cell(cell: Cell, out: Path, log) -> float:
+    """The membership-inference audit of the cell's finished run, into its folder; returns its wall time."""
+    from ddlnl.privacy import audit_run
+
+    t0 = time.perf_counter()
+    log(f"[study] privacy audit of {cell.id}: {cell.privacy.to_dict()}")
+    try:
+        audit_run(out, **cell.privacy.to_dict(), data_root=cell.data_root, device=cell.device, progress=False, log=log)
+    except DdlnlError as e:  # the run is finished and kept; the cell is not, until its audit is
+        raise type(e)(f"privacy audit: {e.problem}", e.fix) from e
+    return time.perf_counter() - t0
 
 
 # == executors ==============================================================================

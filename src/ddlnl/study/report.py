@@ -4,7 +4,8 @@ Writes into ``DIR/report/``:
 
 - ``report.md``: per dataset and noise family, a table of test accuracy (mean ± std, %)
   of the full-noisy baseline, the random control and every method at every IPC, then the
-  noise-absorption tables and links to every figure;
+  noise-absorption tables, for cells audited by the study's ``privacy`` stage a membership-inference
+  table (:func:`privacy_table`), and links to every figure;
 - ``results.csv`` (aggregated: per dataset, imbalance, noise, rate, method, IPC; all
   evaluation runs of all seeds pooled) and ``cells.csv`` (one row per cell, with timings);
 - ``figures/*.png`` (at ``dpi``; with ``svg`` also a ``.svg`` beside each). A method has one colour
@@ -357,6 +358,43 @@ def selection_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {setting} | {noise} | {row} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | {name} | "
                      f"{cell([s['precision'] for s in ss])} | {cell([s['recall'] for s in ss])} | {len(ss)} |")
     return lines + [""]
+
+
+def _audit(c: dict) -> dict | None:
+    """The cell's privacy.json when the cell was audited as part of the study (its config has ``privacy``,
+    so the audit ran after this run and is current), or None."""
+    import json
+
+    if "privacy" not in json.loads(c.get("config") or "{}"):
+        return None
+    try:
+        return json.loads((Path(c["out_dir"]) / "privacy.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def privacy_table(rows: list[dict]) -> list[str]:
+    """Membership inference per audited cell and target (docs/privacy.md): the target network's test accuracy and
+    the strongest attack's AUC and TPR at 0.1 % and 1 % FPR, with their 95 % bootstrap intervals."""
+    from ddlnl.privacy.metrics import format_metric, strongest_attack
+
+    lines = []
+    for c in rows:
+        audit = _audit(c)
+        for name, t in ((audit or {}).get("targets") or {}).items():
+            attack, m = strongest_attack(t["attacks"])
+            lines.append(f"| {c['id']} | {name} | {100 * t['test_acc']:.2f} | {attack} | {format_metric(m['auc'])} | "
+                         f"{format_metric(m['tpr_at_0.1%_fpr'])} | {format_metric(m['tpr_at_1%_fpr'])} | "
+                         f"{m['members']} + {m['non_members']} | {audit['settings']['shadows']} |")
+    if not lines:
+        return []
+    return ["## Privacy: membership inference", "",
+            ("Per audited cell (study key `privacy`; `cells/<id>/privacy.json`, `privacy_roc.png`) and target network: its test "
+             "accuracy, and the strongest attack's AUC and TPR at 0.1 % and 1 % FPR [95 % bootstrap interval]. Strongest: the "
+             "highest TPR at 0.1 % FPR, then at 1 %, then AUC, picked after scoring, so the best of several attacks. Below "
+             "FPR 1/(non-members) a TPR means one with no false positive (docs/privacy.md)."), "",
+            "| cell | target | test acc (%) | strongest attack | AUC | TPR@0.1%FPR | TPR@1%FPR | members + non-members | shadows |",
+            "|---|---|---|---|---|---|---|---|---|"] + lines + [""]
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -802,6 +840,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
     lines += ["## Accuracy", ""] + markdown_tables(agg)
     lines += other_rows_table(rows)
     lines += selection_table(rows)
+    lines += privacy_table(rows)
     lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell).", ""]
     if absorption_md:
         lines += ["## Noise absorption (asymmetric noise)", ""] + absorption_md

@@ -8,6 +8,7 @@ A study file looks like this (every key but ``grid`` is optional)::
     overrides: []                # preset overrides, as ``ddlnl run --set``; {noise}, {rate}, {dataset},
                                  # {seed}, {method}, {ipc}, {imbalance} are filled in per cell
     baselines: []                # extra noisy-label baselines, as ``ddlnl run --baselines`` (CE always runs)
+    privacy: null                # a membership-inference audit of each cell: true, or {shadows: 8, ...} (docs/privacy.md)
     data_root: null              # default: $DDLNL_DATA, else ./data
     device: null                 # cpu / cuda / auto
     max_workers: 2               # default concurrency of --executor processes / slurm
@@ -24,7 +25,7 @@ A study file looks like this (every key but ``grid`` is optional)::
       imbalance: [null]          # long-tailed ratios (null = balanced)
       clean_first: [null]        # cleaners the method distils after (ddlnl run --clean-first; null = none)
 
-A grid entry may also set ``preset``, ``overrides`` and ``baselines`` for its own cells. The cells are
+A grid entry may also set ``preset``, ``overrides``, ``baselines`` and ``privacy`` for its own cells. The cells are
 the Cartesian product datasets x noise x seeds x imbalance x methods x ipc of each grid
 entry; identical cells from several entries are run once.
 
@@ -46,15 +47,17 @@ import yaml
 
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.errors import ConfigError, yaml_error
+from ddlnl.privacy.options import OPTION_NAMES as PRIVACY_KEYS, AuditOptions
 from ddlnl.spec import ExperimentSpec
 from ddlnl.utils.seeds import SCHEME as SEED_SCHEME
 from ddlnl.utils.yamlio import load_yaml
 
 _SPECS: dict = {}  # Cell -> ExperimentSpec (a spec resolves its preset once; cells are hashed often)
 
-TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid"}
+TOP_KEYS = {"name", "description", "preset", "overrides", "baselines", "data_root", "device", "max_workers", "slurm", "grid",
+            "privacy"}
 GRID_KEYS = {"datasets", "dataset", "noise", "methods", "ipc", "seeds", "imbalance", "preset", "overrides", "baselines",
-             "clean_first"}
+             "clean_first", "privacy"}
 NOISE_KEYS = {"type", "rate", "rates"}
 SLURM_KEYS = {"partition", "gpus", "cpus", "mem_gb", "time_min", "account", "qos", "constraint", "setup", "extra", "by_method"}
 SLURM_CELL_KEYS = SLURM_KEYS - {"by_method"}
@@ -77,6 +80,7 @@ class Cell:
     device: str | None = None
     baselines: tuple[str, ...] = ()  # extra noisy-label baselines (``ddlnl run --baselines``); () = the run default
     clean_first: str | None = None  # the cleaner whose kept samples the method distils (``ddlnl run --clean-first``)
+    privacy: AuditOptions | None = None  # audit the finished run (``ddlnl privacy``); None = no audit
 
     # -- identity ---------------------------------------------------------------------------
     def config(self) -> dict:
@@ -87,6 +91,10 @@ class Cell:
             del d["baselines"]  # keeps the identity of cells written before the field existed
         if self.clean_first is None:
             del d["clean_first"]  # likewise
+        if self.privacy is None:
+            del d["privacy"]  # likewise: a study without an audit keeps its cells' identity
+        else:
+            d["privacy"] = self.privacy.to_dict()  # part of the identity: the cell is done when its audit is
         return d
 
     def identity(self) -> dict:
@@ -164,6 +172,8 @@ class Cell:
         d = dict(d)
         d["overrides"] = tuple(d.get("overrides") or ())
         d["baselines"] = tuple(d.get("baselines") or ())
+        if d.get("privacy") is not None:
+            d["privacy"] = AuditOptions.from_dict(d["privacy"])
         return cls(**d)
 
 
@@ -197,6 +207,10 @@ class StudySpec:
         for c in self.cells:
             try:
                 c.spec()
+                if c.privacy is not None and "dp_sgd" in c.privacy.targets:
+                    from ddlnl.privacy.dp import require_opacus
+
+                    require_opacus()
             except ConfigError as e:
                 raise ConfigError(f"{self.where}: cell {c.id}: {e.problem}", e.fix) from None
 
@@ -259,6 +273,7 @@ def parse_study(raw, where: str = "study", default_name: str = "study") -> Study
     if max_workers is not None:
         max_workers = _int(max_workers, f"{where}: max_workers", minimum=1)
     slurm = _slurm(raw.get("slurm") or {}, f"{where}: slurm")
+    privacy = _privacy(raw.get("privacy"), f"{where}: privacy")
     grids = raw["grid"]
     if isinstance(grids, dict):
         grids = [grids]
@@ -268,7 +283,7 @@ def parse_study(raw, where: str = "study", default_name: str = "study") -> Study
     cells: dict[str, Cell] = {}
     for i, g in enumerate(grids):
         gw = f"{where}: grid" if len(grids) == 1 and isinstance(raw["grid"], dict) else f"{where}: grid[{i}]"
-        for cell in _expand(g, gw, preset, overrides, baselines, data_root, device):
+        for cell in _expand(g, gw, preset, overrides, baselines, data_root, device, privacy):
             prev = cells.get(cell.id)
             if prev is not None and prev != cell:
                 raise ConfigError(f"{gw}: two different cells share the name {cell.id}", "make the grid entries differ in a named field")
@@ -276,7 +291,7 @@ def parse_study(raw, where: str = "study", default_name: str = "study") -> Study
     return StudySpec(name, list(cells.values()), desc, max_workers, slurm, raw, where)
 
 
-def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[Cell]:
+def _expand(g, where, preset, overrides, baselines, data_root, device, privacy) -> list[Cell]:
     _mapping(g, where, "a grid entry is a mapping with datasets, noise, methods, ipc and seeds")
     _unknown(g, GRID_KEYS, where)
     if "datasets" in g and "dataset" in g:
@@ -298,6 +313,7 @@ def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[C
     p = _str(g.get("preset", preset), f"{where}: preset")
     ov = tuple(overrides + _str_list(g.get("overrides") or [], f"{where}: overrides"))
     bl = tuple(_str_list(g["baselines"], f"{where}: baselines")) if "baselines" in g else tuple(baselines)
+    audit = _privacy(g["privacy"], f"{where}: privacy") if "privacy" in g else privacy
     cleaners = [None if v is None else _str(v, f"{where}: clean_first[{j}]")
                 for j, v in enumerate(_list(g.get("clean_first", [None]), f"{where}: clean_first"))]
     cells = []
@@ -314,7 +330,8 @@ def _expand(g, where, preset, overrides, baselines, data_root, device) -> list[C
                             fields = {"dataset": ds, "noise": ntype, "rate": f"{r:g}", "seed": seed, "method": m, "ipc": ipc,
                                       "imbalance": imb}
                             cov = tuple(_fill(o, fields, f"{where}: overrides") for o in ov)
-                            cells += [Cell(ds, ntype, r, seed, m, ipc, p, imb, cov, data_root, device, bl, cf) for cf in cleaners]
+                            cells += [Cell(ds, ntype, r, seed, m, ipc, p, imb, cov, data_root, device, bl, cf, audit)
+                                      for cf in cleaners]
     return cells
 
 
@@ -349,6 +366,20 @@ def _noise_list(v, where) -> list[tuple[str, float | None, str]]:
             rates = [_num(item["rate"], f"{w}: rate") if "rate" in item else None]
         out.extend((t, r, w) for r in rates)
     return out
+
+
+def _privacy(v, where) -> AuditOptions | None:
+    """``true`` (``ddlnl privacy``'s defaults), ``false``/``null`` (no audit) or a mapping of its options."""
+    if v is None or v is False:
+        return None
+    if v is True:
+        return AuditOptions()
+    _mapping(v, where, "write privacy: true (the defaults) or e.g. privacy: {shadows: 8, audit_points: 500, targets: [full_noisy, distilled]}")
+    _unknown(v, set(PRIVACY_KEYS), where)
+    try:
+        return AuditOptions(**v).checked({k: f"{where}.{k}" for k in PRIVACY_KEYS})
+    except ConfigError as e:
+        raise ConfigError(e.problem, f"{e.fix}; these are the options of `ddlnl privacy` (docs/privacy.md)") from None
 
 
 def _slurm(v, where) -> dict:

@@ -48,9 +48,9 @@ CREATE TABLE IF NOT EXISTS cells (
     wall_s REAL,           -- driver: submitted -> recorded
     worker_s REAL,         -- worker: the cell function, start to end
     experiment_s REAL,     -- run_experiment's own wall time
-    overhead_s REAL,       -- wall_s - experiment_s: what the study runner adds
+    overhead_s REAL,       -- wall_s - experiment_s - the privacy audit's time: what the study runner adds
     shared TEXT,           -- JSON: which stages came from a sibling cell
-    timings TEXT,          -- JSON: result.json's timings_s
+    timings TEXT,          -- JSON: result.json's timings_s (and "privacy": the audit's wall time)
     out_dir TEXT, result_path TEXT, log_path TEXT,
     actual_rate REAL,      -- realised noise rate of the cell's training labels
     classes TEXT,          -- JSON list of class names
@@ -182,13 +182,15 @@ class Store:
             submitted = row[0] if row and row[0] else outcome.get("started_at", now)
             wall = now - submitted if outcome.get("adopted") is not True else None
             exp_s = result.get("timings_s", {}).get("total")
-            overhead = (wall - exp_s) if (wall is not None and exp_s is not None and not outcome.get("adopted")) else None
+            audit_s = outcome.get("privacy_s") or 0.0  # the cell's privacy audit: work, not overhead
+            overhead = (wall - exp_s - audit_s) if (wall is not None and exp_s is not None and not outcome.get("adopted")) else None
+            timings = result.get("timings_s", {}) | ({"privacy": outcome["privacy_s"]} if outcome.get("privacy_s") is not None else {})
             c.execute(
                 "UPDATE cells SET status = 'finished', started_at = ?, finished_at = ?, wall_s = ?, worker_s = ?, experiment_s = ?,"
                 " overhead_s = ?, shared = ?, timings = ?, result_path = ?, log_path = ?, actual_rate = ?, classes = ?,"
                 " error = NULL WHERE id = ?",
                 (outcome.get("started_at"), now, wall, outcome.get("worker_s"), exp_s, overhead,
-                 json.dumps(outcome.get("shared", {})), json.dumps(result.get("timings_s", {})), outcome.get("result_path"),
+                 json.dumps(outcome.get("shared", {})), json.dumps(timings), outcome.get("result_path"),
                  outcome.get("log_path"), result.get("noise", {}).get("actual_rate"), json.dumps(result.get("classes")), cell_id))
             c.execute("DELETE FROM evaluations WHERE cell_id = ?", (cell_id,))
             out_dir = Path(outcome.get("result_path", "")).parent
