@@ -21,6 +21,18 @@ def test_selection_scores_by_mask_indices_and_among():
     assert selection_scores(np.array([], dtype=np.int64), correct)["precision"] is None
 
 
+def test_pseudo_labels_are_scored_against_the_clean_labels():
+    """A selection a method relabels (TAD's recalled samples): precision still judges the noisy labels, and
+    label_accuracy the labels the method gave them."""
+    clean = np.array([0, 1, 2, 0, 1, 2])
+    noisy = np.array([0, 2, 2, 1, 1, 0])  # wrong at 1, 3 and 5
+    kept = np.array([1, 3, 5, 0])
+    s = selection_scores(kept, noisy == clean, assigned=np.array([1, 0, 1, 0]), clean=clean)  # right at 1, 3 and 0
+    assert s["label_accuracy"] == 0.75 and s["precision"] == 0.25
+    assert "label_accuracy" not in selection_scores(kept, noisy == clean)
+    assert selection_scores(np.array([], dtype=np.int64), noisy == clean, assigned=np.array([]), clean=clean)["label_accuracy"] is None
+
+
 def test_a_run_scores_its_selections_and_frames_mislabelled_slots(root):  # noqa: F811
     """DATM (smoke): the initial images and its expert filter are scored against the clean labels in
     result.json (the distiller never sees them), and distilled.png frames exactly the slots whose

@@ -228,8 +228,10 @@ def format_result_table(result: dict) -> str:
            if "precision" in s]
     if sel:
         lines.append("selections scored against the clean labels (precision: share kept whose label is correct; recall: share "
-                     "of the correctly labelled kept): " + "; ".join(
-                         f"{label} {name}: {_pct(s['precision'])} / {_pct(s['recall'])}" for label, name, s in sel))
+                     "of the correctly labelled kept; pseudo-labels: share of the labels a method gave that are the clean ones): "
+                     + "; ".join(f"{label} {name}: {_pct(s['precision'])} / {_pct(s['recall'])}"
+                                 + ("" if s.get("label_accuracy") is None else f", pseudo-labels {_pct(s['label_accuracy'])}")
+                                 for label, name, s in sel))
     scores = result.get("dd_ranking")
     if scores:
         lines.append(f"DD-Ranking (w = {scores['weight']:g}): hard-label recovery {100 * scores['hard_label_recovery']:+.2f} points, "

@@ -458,8 +458,9 @@ class _Pipeline:
         correct = self.data.label_correct
         if correct is None or not ctx.selections:
             return {}
-        return {"selection": {name: selection_scores(s["kept"], correct, s["among"]) | {"what": s["what"]}
-                              for name, s in ctx.selections.items()}}
+        clean = np.asarray(self.data.splits.train.labels)
+        return {"selection": {name: selection_scores(s["kept"], correct, s["among"], assigned=s.get("labels"), clean=clean)
+                              | {"what": s["what"]} for name, s in ctx.selections.items()}}
 
     def load_set(self, role: str) -> SyntheticSet:
         if role not in self.sets:

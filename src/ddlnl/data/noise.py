@@ -332,11 +332,18 @@ def spec_dict(spec: NoiseSpec) -> dict:
     return asdict(spec)
 
 
-def selection_scores(kept: np.ndarray, correct: np.ndarray, among: np.ndarray | None = None) -> dict:
+def selection_scores(kept: np.ndarray, correct: np.ndarray, among: np.ndarray | None = None, *,
+                     assigned: np.ndarray | None = None, clean: np.ndarray | None = None) -> dict:
     """How well a selection of training samples (a boolean mask, or indices) picks the correctly labelled
     ones: precision = share of the kept whose label is correct, recall = share of the correctly labelled
     that are kept. One definition for every method that keeps or filters samples. ``among``: the
-    positions the selection was made from, when not all (then ``kept`` are positions among them too)."""
+    positions the selection was made from, when not all (then ``kept`` are positions among them too).
+    ``assigned``: labels the method gave the kept samples (indices ``kept``, e.g. TAD's pseudo-labels),
+    scored with ``clean`` as ``label_accuracy``, the share of them that is the clean label."""
+    if assigned is not None:
+        idx = np.asarray(kept, dtype=np.int64)
+        hits = np.asarray(assigned, dtype=np.int64) == np.asarray(clean, dtype=np.int64)[idx]
+        return selection_scores(kept, correct, among) | {"label_accuracy": float(hits.mean()) if idx.size else None}
     correct = np.asarray(correct, dtype=bool)
     kept = np.asarray(kept)
     if among is not None:

@@ -162,17 +162,19 @@ class DistillContext:
             self.record_selection("init", index, what="the real images the set's slots start from")
         return index, outside
 
-    def record_selection(self, name: str, kept, *, among=None, what: str = "") -> None:
+    def record_selection(self, name: str, kept, *, among=None, what: str = "", labels=None) -> None:
         """Note that the method kept training samples ``kept`` (positions in ``images``, in slot order for
         ``init``) out of ``among`` (None: all of this context's images). ``init`` becomes the set's ``meta["init_index"]``.
-        Stored as full-training-set positions (see ``positions``), which is what the run scores."""
+        Stored as full-training-set positions (see ``positions``), which is what the run scores. ``labels``: the
+        labels the method gives the kept samples when not their noisy ones (pseudo-labels; the run scores them)."""
         def full(p):
             p = np.asarray(p, dtype=np.int64)
             return p if self.positions is None else np.asarray(self.positions, dtype=np.int64)[p]
 
         if among is None and self.positions is not None:
             among = np.arange(len(self.positions))  # all of this context's images: the subset
-        self.selections[name] = {"kept": full(kept), "what": what, "among": None if among is None else full(among)}
+        self.selections[name] = {"kept": full(kept), "what": what, "among": None if among is None else full(among),
+                                 **({} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)})}
 
     def stamp_init_index(self, synset) -> None:
         """Record in ``synset.meta`` which training image each slot started from, when a single real image

@@ -97,9 +97,10 @@ class TAD(DATM):
         ctx.images_processed += split.images_processed
         ctx.record_selection("trusted", np.flatnonzero(split.trusted),
                              what="samples expert 0's per-class loss mixture trusts at the label epoch")
-        ctx.record_selection("recalled", np.flatnonzero(split.recalled),
-                             what="untrusted samples recalled with a pseudo-label (precision here: their noisy label was right)")
         recalled = np.flatnonzero(split.recalled)
+        ctx.record_selection("recalled", recalled, labels=split.labels[recalled],
+                             what="untrusted samples recalled with a pseudo-label (precision: their noisy label was right; "
+                                  "label accuracy: their pseudo-label is the clean one)")
         self.final_split = {"trusted": int(split.trusted.sum()), "recalled": int(recalled.size),
                             "recalled_relabelled": int((split.labels[recalled] != np.asarray(ctx.labels)[recalled]).sum()),
                             "seconds": split.seconds, "images_processed": split.images_processed}

@@ -352,11 +352,15 @@ def selection_table(rows: list[dict]) -> list[str]:
     lines = ["## Selections scored against the clean labels", "",
              "Precision: share of the kept samples whose noisy label is the clean one; recall: share of the correctly "
              "labelled samples kept (docs/protocol.md). `init`: the real images a set starts from; `filter`: DATM's "
-             "expert filter on the images it judged; a baseline's row: its last epoch's selection.", "",
-             "| setting | noise | row | method, IPC | selection | precision (%) | recall (%) | seeds |", "|---|---|---|---|---|---|---|---|"]
+             "expert filter on the images it judged; a baseline's row: its last epoch's selection. Pseudo-labels: for a "
+             "selection the method relabels (TAD's `recalled`), the share of the labels it gave that are the clean ones.", "",
+             "| setting | noise | row | method, IPC | selection | precision (%) | recall (%) | pseudo-labels correct (%) | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (setting, noise, row, mi, name), ss in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        relabelled = [s["label_accuracy"] for s in ss if s.get("label_accuracy") is not None]
         lines.append(f"| {setting} | {noise} | {row} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | {name} | "
-                     f"{cell([s['precision'] for s in ss])} | {cell([s['recall'] for s in ss])} | {len(ss)} |")
+                     f"{cell([s['precision'] for s in ss])} | {cell([s['recall'] for s in ss])} | "
+                     f"{cell(relabelled) if relabelled else '–'} | {len(ss)} |")
     return lines + [""]
 
 
