@@ -190,6 +190,19 @@ def test_shipped_studies_parse():
 
 # -- running --------------------------------------------------------------------------------
 
+def test_a_group_trains_each_extra_baseline_once(data_root, tmp_path):
+    """GCE on the full noisy set is the same computation in every cell of a group: the first cell trains it,
+    the others import its stage (and a cell whose key differs would retrain it, as for every shared part)."""
+    spec = study(data_root, [{"type": "symmetric", "rate": 0.4}], ipc=(1, 2), baselines=["gce"])
+    out = tmp_path / "s"
+    assert run_study(spec, out, "local", log=lambda m: None)["finished"] == 2
+    first, second = (db_rows(out)[c.id] for c in spec.cells)
+    assert json.loads(second["shared"]) == {"noise": True, "full_noisy": True, "baseline_gce": True}
+    assert (out / "baseline" / spec.cells[0].group / "baseline_gce.json").exists()
+    a, b = (json.loads(Path(r["result_path"]).read_text())["results"]["baselines"]["gce"] for r in (first, second))
+    assert a["accs"] == b["accs"] and a["seconds"] == b["seconds"]  # the same row, not a second training
+
+
 def test_local_study_shares_baseline_and_skips_finished(data_root, tmp_path):
     spec = study(data_root, [{"type": "symmetric", "rate": 0.4}], ipc=(1, 2))
     out = tmp_path / "s"

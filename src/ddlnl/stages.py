@@ -7,8 +7,8 @@ written atomically (temp file + rename), so a kill at any moment leaves either t
 the new file, and a rerun resumes from the last finished stage.
 
 The cells of a study that share their data (a *group*) also share the steps that depend on
-nothing else: the noise realisation, the full-noisy baseline and, per IPC, the random
-control. :meth:`RunFolder.import_shared` and :meth:`RunFolder.export_shared` move those
+nothing else: the noise realisation, the full-noisy baseline, every other baseline on the full
+noisy set (GCE, DivideMix ...) and, per IPC, the random control. :meth:`RunFolder.import_shared` and :meth:`RunFolder.export_shared` move those
 between a cell folder and the study's shared folders; the executors call them and never
 name a file. A shared stage still carries its key, so a cell whose configuration differs
 recomputes it instead of reusing it.
@@ -34,17 +34,27 @@ def stage_key(obj) -> str:
 @dataclass(frozen=True)
 class SharedPart:
     """A step sibling study cells share: its files (run folder name, shared folder name), written
-    in this order (the last is the one a reader checks for), and the file that holds its value."""
+    in this order (the last is the one a reader checks for), and the file that holds its value.
+    A part whose names hold ``{name}`` stands for every such step (one per baseline): its
+    instances are the names found on the side being copied from."""
 
     name: str
     folder: str  # under the study folder; {group} is filled in
-    files: tuple[tuple[str, str], ...]  # {ipc} is filled in
+    files: tuple[tuple[str, str], ...]  # {ipc} (and {name}) are filled in
     value_file: str
+
+    def named(self, name: str) -> SharedPart:
+        """The instance of a ``{name}`` part for one step (e.g. the baseline ``gce``)."""
+        return SharedPart(self.name.format(name=name), self.folder,
+                          tuple((m.replace("{name}", name), t.replace("{name}", name)) for m, t in self.files),
+                          self.value_file.format(name=name))
 
 
 SHARED_PARTS = (
     SharedPart("noise", "noise/{group}", (("noisy_labels.npy", "noisy_labels.npy"), ("noise.json", "noise.json")), "noisy_labels.npy"),
     SharedPart("full_noisy", "baseline/{group}", (("stages/full_noisy.json", "full_noisy.json"),), "stages/full_noisy.json"),
+    SharedPart("baseline_{name}", "baseline/{group}", (("stages/baseline_{name}.json", "baseline_{name}.json"),),
+               "stages/baseline_{name}.json"),
     SharedPart("random", "baseline/{group}",
                (("random.safetensors", "random-ipc{ipc}.safetensors"), ("stages/random.json", "random-ipc{ipc}.json")),
                "stages/random.json"),
@@ -99,7 +109,7 @@ class RunFolder:
 
         Returns ``{part: sha256 of its value file}`` of what was copied, for :meth:`used_unchanged`."""
         imported = {}
-        for part, folder, files in self._parts(shared_root, group, ipc):
+        for part, folder, files in self._parts(shared_root, group, ipc, from_shared=True):
             if not (self.path / part.value_file).exists() and all((folder / theirs).exists() for _, theirs in files):
                 for mine, theirs in files:
                     _copy(folder / theirs, self.path / mine)
@@ -108,20 +118,42 @@ class RunFolder:
 
     def used_unchanged(self, part: str, digest: str) -> bool:
         """True when an imported part was used as is (the run rewrites a stage whose key differs)."""
-        path = self.path / next(p.value_file for p in SHARED_PARTS if p.name == part)
+        path = self.path / _value_file(part)
         return path.exists() and _digest(path) == digest
 
     def export_shared(self, shared_root: Path, group: str, ipc: int) -> None:
         """Publish this folder's shareable parts for sibling cells (first writer wins; each part's last file last)."""
-        for _, folder, files in self._parts(shared_root, group, ipc):
+        for _, folder, files in self._parts(shared_root, group, ipc, from_shared=False):
             for mine, theirs in files:
                 if (self.path / mine).exists() and not (folder / theirs).exists():
                     _copy(self.path / mine, folder / theirs)
 
-    @staticmethod
-    def _parts(shared_root: Path, group: str, ipc: int):
+    def _parts(self, shared_root: Path, group: str, ipc: int, *, from_shared: bool):
+        """Each shared part with its shared folder and (mine, theirs) file names; a ``{name}`` part once
+        per step found on the side copied from (the shared folder on import, this folder on export)."""
         for part in SHARED_PARTS:
-            yield part, Path(shared_root) / part.folder.format(group=group), [(m, t.format(ipc=ipc)) for m, t in part.files]
+            folder = Path(shared_root) / part.folder.format(group=group)
+            for one in self._instances(part, folder if from_shared else self.path, from_shared):
+                yield one, folder, [(m, t.format(ipc=ipc)) for m, t in one.files]
+
+    @staticmethod
+    def _instances(part: SharedPart, where: Path, from_shared: bool) -> list[SharedPart]:
+        if "{name}" not in part.name:
+            return [part]
+        mine, theirs = part.files[-1]
+        pattern = Path(theirs if from_shared else mine)
+        head, tail = pattern.name.split("{name}")
+        found = sorted((where / pattern.parent).glob(head + "*" + tail)) if (where / pattern.parent).is_dir() else []
+        return [part.named(f.name[len(head): len(f.name) - len(tail)]) for f in found]
+
+
+def _value_file(part: str) -> str:
+    """The value file of the shared part (or ``{name}`` part instance, e.g. ``baseline_gce``) called ``part``."""
+    for p in SHARED_PARTS:
+        head, _, tail = p.name.partition("{name}")
+        if p.name == part or (_ and part.startswith(head) and part.endswith(tail) and len(part) > len(head) + len(tail)):
+            return p.value_file if p.name == part else p.named(part[len(head): len(part) - len(tail)]).value_file
+    raise KeyError(part)
 
 
 def _digest(path: Path) -> str:

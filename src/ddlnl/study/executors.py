@@ -5,7 +5,7 @@
 1. take an exclusive lock on the cell folder (a second worker on the same cell waits, then
    finds every stage saved and finishes in seconds);
 2. import what sibling cells of its group already made (:meth:`ddlnl.stages.RunFolder.import_shared`:
-   the noise realisation, the full-noisy baseline and the random control of the same IPC).
+   the noise realisation, the full-noisy baseline, every other baseline and the random control of the same IPC).
    Each carries the key it was made under and ``run_experiment`` recomputes on any mismatch,
    so sharing can never give a cell a result made under another configuration;
 3. ``run_experiment(cell.spec(), folder)`` (resuming whatever stages the cell folder holds);
@@ -20,7 +20,7 @@
 A *group* is (dataset, imbalance, noise realisation, seed, preset, overrides): every cell
 of a group differs only in method and IPC. The driver runs the first cell of each group
 (and of each group and IPC, and of each group and method) before the others of that group,
-so the baseline is trained once per group, the random control once per group and IPC, and a
+so the baselines are trained once per group, the random control once per group and IPC, and a
 method's cached work (MTT/DATM expert trajectories in ``$DDLNL_CACHE``, keyed by the noisy
 labels) once per group and method; cells of different groups run in parallel from the start.
 
