@@ -5,7 +5,10 @@ Trains each requested baseline exactly as ``ddlnl run --baselines ...`` does (sa
 line per baseline as it finishes: clean test accuracy, wall seconds, images processed.
 
     DDLNL_DATA=/work/shared/data python benchmarks/quick_baselines.py --noise symmetric --rate 0.4 \\
-        --baselines ce,gce,sce,coteaching [--preset quick] [--seed 0]
+        --baselines ce,gce,sce,coteaching [--preset quick] [--seed 0] [--set data.validation=500]
+
+``--set`` overrides the preset as ``ddlnl run --set`` does (``ce_selected`` needs a validation
+split); a baseline with details (``ce_selected``'s chosen epoch and final-epoch accuracy) prints them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from ddlnl.baselines import BaselineContext, create_baseline, parse_baselines
 from ddlnl.data.noise import NoiseSpec
 from ddlnl.experiment import prepare_data
-from ddlnl.presets import load_preset
+from ddlnl.presets import apply_overrides, load_preset
 from ddlnl.utils.runtime import resolve_device, seed_everything
 
 
@@ -30,8 +33,9 @@ def main() -> None:
     ap.add_argument("--baselines", default="ce,gce,sce,coteaching,dividemix")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    preset = load_preset(args.preset)
+    preset, _ = apply_overrides(load_preset(args.preset), args.overrides)
     seed_everything(args.seed)
     data = prepare_data(args.dataset, NoiseSpec(args.noise, args.rate, args.seed), preset, data_root=args.data_root, seed=args.seed)
     device = resolve_device(None)
@@ -43,7 +47,8 @@ def main() -> None:
         ev = b.run(BaselineContext(data, preset, device=device, seed=args.seed))
         print(json.dumps({"baseline": name, "acc_mean": ev.acc_mean, "acc_std": ev.acc_std, "runs": ev.runs,
                           "seconds": round(time.perf_counter() - t, 1), "images_processed": ev.images_processed,
-                          "device": str(device)}), flush=True)
+                          "device": str(device), **({"details": b.details} if getattr(b, "details", None) else {})}),
+              flush=True)
 
 
 if __name__ == "__main__":
