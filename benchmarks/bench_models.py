@@ -7,6 +7,10 @@ torch.compile (NCHW and channels_last), as images/s, effective GFLOP/s and fract
 matmul peak. Effective FLOPs are counted from the layer shapes (convs and linear, 2 per
 multiply-add) and a train step is taken as 3x the forward. Use the numbers to size presets.
 
+On a CPU with native bf16 (AMX tiles or AVX-512 BF16; ``torch.cpu`` says which) it adds the
+compiled step under ``torch.autocast("cpu", torch.bfloat16)``: what a ``precision: bf16`` option
+could gain there. Elsewhere bf16 is emulated and the row is left out.
+
 ``--profile`` adds where the compiled step's time goes (convolution forward, convolution
 backward, everything else: Inductor's fused norm/pool/ReLU kernels and the optimiser), from
 torch.profiler. ``--processes`` adds the throughput of two trainings at once, each in its own
@@ -77,13 +81,20 @@ def forward_flops(net: nn.Module, x: torch.Tensor) -> tuple[int, list[tuple[str,
     return sum(f for _, f in rows), rows
 
 
-def time_train_steps(net, x, y, steps: int, warmup: int) -> tuple[float, float]:
-    """(seconds of the first step, median seconds of ``steps`` later steps)."""
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16), so that autocast can pay off."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def time_train_steps(net, x, y, steps: int, warmup: int, bf16: bool = False) -> tuple[float, float]:
+    """(seconds of the first step, median seconds of ``steps`` later steps); ``bf16``: forward under CPU autocast."""
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
         opt.step()
 
     times = []
@@ -148,7 +159,8 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}"
+          + (f", native bf16: {'yes' if native_bf16() else 'no'}" if device.type == "cpu" else ""))
     peak = 0.0
     for n in (2048, 4096):
         rate = matmul_gflops(n, device)
@@ -172,6 +184,8 @@ def main() -> None:
         variants.append(("eager NCHW, oneDNN off (im2col + BLAS)", False, False))
     if not args.no_compile:
         variants += [("torch.compile NCHW", False, True), ("torch.compile channels_last", True, True)]
+        if device.type == "cpu" and native_bf16():
+            variants.append(("torch.compile NCHW, bf16 autocast", False, True))
     results = []
     for label, channels_last, compiled in variants:
         torch.backends.mkldnn.enabled = "oneDNN off" not in label
@@ -181,7 +195,7 @@ def main() -> None:
             xb = x.to(memory_format=torch.channels_last)
         if compiled:
             net = torch.compile(net)
-        first, step_s = time_train_steps(net, xb, y, args.steps, warmup=2 if compiled else 1)
+        first, step_s = time_train_steps(net, xb, y, args.steps, warmup=2 if compiled else 1, bf16="bf16" in label)
         ips = args.batch / step_s
         gf = ips * train / 1e9
         note = f"first step (compile) {first:.1f} s" if compiled else ""
