@@ -232,6 +232,9 @@ class Stage:
     breakdown: dict = field(default_factory=dict)
     skipped: bool = False  # the run would skip it (a missing optional package, data it needs)
     times: dict = field(default_factory=dict)  # device -> {"seconds", "extrapolated", "figure", "differs"} or None
+    # experts: their cache key less the data (ddlnl.experts.expert_key) and how many the run asks for; runs on the
+    # same data with equal keys train them once (a study plan counts them once)
+    expert_cache: dict | None = None
 
 
 @dataclass
@@ -439,20 +442,23 @@ def plan(spec: ExperimentSpec) -> Plan:
 
     # -- experts (the shared cache: 0 when they are already trained; a dry run does not look)
     net = _net(preset["model"])
+    experts = expert_config(dist, method, resolved)
     if method in ("mtt", "datm"):
-        epochs = dist.expert_config(resolved).epochs  # the length the run trains (train_epochs, else the window)
+        epochs = experts.epochs  # the length the run trains (train_epochs, else the window)
         recipe = "trajectory-gsam" if opts.get("expert_gsam") else "trajectory-sgd"
         stages.append(Stage("experts", f"experts ({spec.method})", f"{_plural(opts['num_experts'], 'expert')} x {epochs} epochs x {_n(N)} images",
                             _mul(opts["num_experts"], epochs, N), match={"recipe": recipe, "net": net, "px": px},
                             shape={"batch": opts.get("expert_batch", 256), "compile": bool(opts.get("expert_compile"))},
                             kind="experts", note="none when the expert cache already holds them"
-                            + ("; tad adds one loss pass over the images per trust refresh" if spec.method == "tad" else "")))
+                            + ("; tad adds one loss pass over the images per trust refresh" if spec.method == "tad" else ""),
+                            expert_cache=expert_cache(experts, preset["model"])))
     elif method == "dance":
         stages.append(Stage("experts", "experts (dance)",
                             f"{_plural(opts['num_experts'], 'expert')} x {opts['expert_epochs']} epochs x {_n(N)} images",
                             _mul(opts["num_experts"], opts["expert_epochs"], N), match={"recipe": "dance", "net": net, "px": px},
                             shape={"batch": opts.get("expert_batch", 64), "compile": bool(opts.get("expert_compile"))},
-                            kind="experts", note="none when the expert cache already holds them"))
+                            kind="experts", note="none when the expert cache already holds them",
+                            expert_cache=expert_cache(experts, preset["model"])))
 
     # -- distillation
     n_syn = _mul(spec.ipc, C)
@@ -536,6 +542,70 @@ def plan(spec: ExperimentSpec) -> Plan:
     return Plan(settings(spec, opts, messages), data, stages)
 
 
+def expert_config(dist, method: str, resolved):
+    """The ExpertConfig the run's experts train with (MTT/DATM and its variants, DANCE), or None."""
+    if method in ("mtt", "datm"):
+        return dist.expert_config(resolved)
+    if method == "dance":
+        from ddlnl.distill.dance import expert_config as dance_experts
+
+        return dance_experts(resolved)
+    return None
+
+
+def expert_cache(cfg, model: dict) -> dict:
+    """What names the experts' cache folder besides the data (:func:`ddlnl.experts.expert_key`), and their number
+    (not in the key: a run asking for more trains only the missing ones)."""
+    key = {"model": model, "train": cfg.recipe()}
+    if cfg.keep_until is not None:
+        key["stored_epochs"] = {"until": cfg.keep_until, "also": list(cfg.keep_also), "last": cfg.epochs}
+    return {"key": key, "experts": cfg.num_experts}
+
+
+def combined_stage(stage: str, name: str, work: str, terms: list[tuple[Stage, float]], note: str = "") -> Stage:
+    """A stage whose work is other stages' work, each ``factor`` times (an audit's networks, the missing part of a
+    cached expert set): images and times add up; a device has a time when every term has one there. Its times
+    name no single figure, so it is for sums (a study plan), not for :func:`format_plan`."""
+    images = None if any(s.images is None for s, _ in terms) else int(sum(s.images * f for s, f in terms))
+    out = Stage(stage, name, work, images, kind=terms[0][0].kind if terms else "", note=note)
+    for dev in DEVICES:
+        times = [(s.times.get(dev), f) for s, f in terms]
+        out.times[dev] = None if not terms or any(t is None for t, _ in times) else {
+            "seconds": sum(t["seconds"] * f for t, f in times), "extrapolated": any(t["extrapolated"] for t, _ in times),
+            "differs": sorted({d for t, _ in times for d in t["differs"]})}
+    return out
+
+
+def audit_stages(pl: Plan, shadows: int, targets) -> list[Stage]:
+    """The work of ``ddlnl privacy`` on this run, per target (docs/privacy.md, "Cost"): the target network and
+    ``shadows`` shadows, each costing what one network of the run's own stage costs. An estimate from the
+    run's rows, not a measured audit; DP-SGD has no measured figure."""
+    by_name = {s.name: s for s in pl.stages}
+    base_runs = int(pl.settings["baseline_recipe"].get("runs", 1))
+    eval_runs = int(pl.settings["evaluation"].get("runs", 1))
+    ce, random = by_name["baseline ce"], by_name["random control"]
+    distilled = by_name[f"distilled set ({pl.settings['method']})"]
+    made = [s for s in pl.stages if s.stage in ("experts", "distill")]
+    K = int(shadows)
+    out = []
+    for target in targets:
+        name = f"privacy audit: {target}"
+        if target == "full_noisy":
+            out.append(combined_stage("privacy", name, f"{K + 1} CE baseline trainings", [(ce, (K + 1) / base_runs)]))
+        elif target == "random":
+            out.append(combined_stage("privacy", name, f"{K + 1} evaluation trainings on a random set", [(random, (K + 1) / eval_runs)]))
+        elif target == "distilled":
+            out.append(combined_stage("privacy", name, f"{K} distillations ({' + '.join(s.name for s in made)}) + "
+                                      f"{K + 1} evaluation trainings", [(s, K) for s in made] + [(distilled, (K + 1) / eval_runs)],
+                                      note="each shadow's data differs, so it trains its own experts"))
+        else:  # dp_sgd: the CE recipe under DP-SGD, slower per image than plain SGD and never timed
+            dp = combined_stage("privacy", name, f"{K + 1} DP-SGD trainings of the CE recipe", [(ce, (K + 1) / base_runs)],
+                                note="DP-SGD is slower per image than plain SGD and has no measured figure")
+            dp.times = {dev: None for dev in DEVICES}
+            out.append(dp)
+    return out
+
+
 def settings(spec: ExperimentSpec, opts: dict, messages: list[str]) -> dict:
     """The resolved settings of the cell, as a dry run prints them."""
     p, r = spec.resolved.preset, spec.resolved
@@ -555,7 +625,8 @@ def settings(spec: ExperimentSpec, opts: dict, messages: list[str]) -> dict:
 # --------------------------------------------------------------------------- text output
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``: how a dry run prints a time."""
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:
@@ -604,7 +675,7 @@ def format_plan(pl: Plan) -> str:
             marks[key] = len(marks) + 1
             notes.append(f"[{marks[key]}] {t['figure'].source}: {t['figure'].note} ({t['figure'].images_per_s:,.0f} images/s)")
         extra = f" (differs: {', '.join(t['differs'])})" if t["differs"] else ""
-        return f"{'~' if t['extrapolated'] else ''}{_duration(t['seconds'])} [{marks[key]}]{extra}"
+        return f"{'~' if t['extrapolated'] else ''}{duration(t['seconds'])} [{marks[key]}]{extra}"
 
     for st in pl.stages:
         if st.skipped:
@@ -641,5 +712,6 @@ def write_json_text(pl: Plan) -> str:
     return json.dumps(pl.to_dict(), indent=2, default=str, ensure_ascii=False)
 
 
-__all__ = ["FIGURES", "KNOWN_DATASETS", "Figure", "Plan", "Stage", "TrainingSet", "find_figure", "format_plan", "plan",
-           "resolved_method_options", "training_set", "write_json_text"]
+__all__ = ["FIGURES", "KNOWN_DATASETS", "Figure", "Plan", "Stage", "TrainingSet", "audit_stages", "combined_stage", "duration",
+           "expert_cache", "expert_config", "find_figure", "format_plan", "plan", "resolved_method_options", "training_set",
+           "write_json_text"]

@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--only", action="append", default=None, metavar="GLOB",
                    help="run (or list) only the cells whose id matches this shell pattern, e.g. '*-dance-*' "
                         "or 'cifar10-worst-*'; repeat to select more; the other cells are left untouched")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what the study would cost (each cell's `ddlnl run --dry-run` plan, shared parts once, "
+                        "finished cells in --out as 0, the wall clock of --executor processes); train, load and write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="with --dry-run: only this device's times (cuda: the one-H100 figures; default: both)")
 
 
 def list_builtin_studies() -> int:
@@ -40,10 +46,15 @@ def main(args) -> int:
 
     if args.study == "list" and not Path("list").exists():
         return list_builtin_studies()
-    if args.out is None:
-        raise ConfigError("ddlnl study needs --out DIR", "pass the folder to run the study into, e.g. --out runs/smoke-study")
     if args.max_workers is not None and args.max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {args.max_workers}", "pass --max-workers 1 or more")
+    if args.dry_run:
+        return dry_run(args)
+    if args.json or args.device:
+        raise ConfigError(f"{'--json' if args.json else '--device'} applies only to --dry-run",
+                          "add --dry-run to see the plan (a study file's device: key sets where its cells run)")
+    if args.out is None:
+        raise ConfigError("ddlnl study needs --out DIR", "pass the folder to run the study into, e.g. --out runs/smoke-study")
     spec = load_study(args.study)
     if args.only:
         spec = spec.select(args.only)
@@ -59,6 +70,20 @@ def main(args) -> int:
         report = write_report(args.out)
         print(f"[study] report: {report['markdown']}")
     return 0 if summary["failed"] == 0 else 1
+
+
+def dry_run(args) -> int:
+    """Print the study's cost plan (``--dry-run``); ``--out`` is read, when given, for the cells already finished."""
+    from ddlnl.study.plan import format_study_plan, plan_study, write_json_text
+    from ddlnl.study.spec import load_study
+
+    spec = load_study(args.study)
+    if args.data_root:
+        spec = spec.with_data_root(str(Path(args.data_root).resolve()))
+    spec.check()
+    sp = plan_study(spec, args.out, only=args.only, max_workers=args.max_workers, device=args.device)
+    print(write_json_text(sp) if args.json else format_study_plan(sp))
+    return 0
 
 
 def list_cells(spec, out: Path) -> int:

@@ -52,7 +52,7 @@ from ddlnl.errors import ConfigError, DdlnlError
 from ddlnl.results import read_result
 from ddlnl.stages import RunFolder
 from ddlnl.study.spec import Cell, StudySpec
-from ddlnl.study.store import Store
+from ddlnl.study.store import Store, read_cells
 from ddlnl.utils.io import write_json
 
 EXECUTORS = ("local", "processes", "slurm")
@@ -486,17 +486,40 @@ def _adopt(store: Store, cells: dict[str, Cell], out_dirs: dict[str, Path]) -> i
         cell = cells.get(row["id"])
         if cell is None:
             continue
-        done, res = out_dirs[cell.id] / "done.json", out_dirs[cell.id] / "result.json"
-        if done.exists() and res.exists():
-            try:
-                outcome = json.loads(done.read_text())
-                result = read_result(res)
-            except (OSError, ValueError, DdlnlError):
-                continue
-            if outcome.get("config_hash") == cell.config_hash():
-                store.record_finished(cell.id, result, outcome | {"adopted": True})
-                n += 1
+        found = finished_in_folder(cell, out_dirs[cell.id])
+        if found is not None:
+            outcome, result = found
+            store.record_finished(cell.id, result, outcome | {"adopted": True})
+            n += 1
     return n
+
+
+def finished_in_folder(cell: Cell, out_dir: Path) -> tuple[dict, dict] | None:
+    """(done.json, result.json) when the cell folder holds a finished run of this very config (its hash);
+    else None. The one rule for adopting a cell: the driver's, and the dry run's."""
+    done, res = out_dir / "done.json", out_dir / "result.json"
+    if not (done.exists() and res.exists()):
+        return None
+    try:
+        outcome = json.loads(done.read_text())
+        result = read_result(res)
+    except (OSError, ValueError, DdlnlError):
+        return None
+    return (outcome, result) if outcome.get("config_hash") == cell.config_hash() else None
+
+
+def finished_cells(cells: list[Cell], out: Path) -> set[str]:
+    """The ids of ``cells`` that a run of the study in ``out`` would skip: recorded finished under the same
+    config hash, or adoptable from their folder. Reads only (no database is created)."""
+    rows = {r["id"]: r for r in read_cells(out)}
+    done = set()
+    for c in cells:
+        row = rows.get(c.id)
+        if row is not None and row["status"] == "finished" and row["config_hash"] == c.config_hash():
+            done.add(c.id)
+        elif finished_in_folder(c, out / "cells" / c.id) is not None:
+            done.add(c.id)
+    return done
 
 
 def _main(argv: list[str]) -> int:
