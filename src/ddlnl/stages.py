@@ -150,9 +150,12 @@ class RunFolder:
 def _value_file(part: str) -> str:
     """The value file of the shared part (or ``{name}`` part instance, e.g. ``baseline_gce``) called ``part``."""
     for p in SHARED_PARTS:
-        head, _, tail = p.name.partition("{name}")
-        if p.name == part or (_ and part.startswith(head) and part.endswith(tail) and len(part) > len(head) + len(tail)):
-            return p.value_file if p.name == part else p.named(part[len(head): len(part) - len(tail)]).value_file
+        if p.name == part:
+            return p.value_file
+        if "{name}" in p.name:
+            head, tail = p.name.split("{name}")
+            if part.startswith(head) and part.endswith(tail) and len(part) > len(head) + len(tail):
+                return p.named(part[len(head): len(part) - len(tail)]).value_file
     raise KeyError(part)
 
 
