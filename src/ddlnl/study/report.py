@@ -4,6 +4,7 @@ Writes into ``DIR/report/``:
 
 - ``report.md``: per dataset and noise family, a table of test accuracy (mean ± std, %)
   of the full-noisy baseline, the random control and every method at every IPC, then the
+  differences a finding rests on, paired by seed with their interval (:func:`paired_table`), the
   noise-absorption tables, for cells audited by the study's ``privacy`` stage a membership-inference
   table (:func:`privacy_table`), and links to every figure;
 - ``results.csv`` (aggregated: per dataset, imbalance, noise, rate, method, IPC; all
@@ -285,11 +286,88 @@ def markdown_tables(agg: list[dict]) -> list[str]:
     return lines
 
 
+CONTROL_NAMES = {"random": "random control (same cell, the set's lr)", "controls.hard_labels": "hard-label control",
+                 "controls.init_only": "init-only control"}
+
+
+def _seed_values(rows: list[dict]) -> dict[tuple, dict[int, dict[str, float]]]:
+    """Per (setting, noise, rate, IPC) and seed, the mean test accuracy of every row a comparison uses: the
+    full noisy set, each method's distilled set, and each method's controls (``random`` is the cell's own
+    random control, trained at the set's lr)."""
+    by = defaultdict(lambda: defaultdict(dict))
+    for c in rows:
+        vals = by[_setting(c) + (c["noise"], c["rate"], c["ipc"])][c["seed"]]
+        ev = c["evals"]
+        if "full_noisy" in ev:
+            vals.setdefault("full noisy", float(ev["full_noisy"]["acc_mean"]))
+        if "distilled" in ev:
+            vals[c["method"]] = float(ev["distilled"]["acc_mean"])
+        for role, name in CONTROL_NAMES.items():
+            if role in ev:
+                vals[(c["method"], name)] = float(ev[role]["acc_mean"])
+    return by
+
+
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """The comparisons a finding rests on, each paired by seed: a seed fixes the noise realisation and the
+    full-noisy baseline that every row of that seed shares, so the per-seed difference removes what the
+    seeds have in common. For each method: minus the full noisy set, minus each of its controls; for each
+    pair of methods at one IPC: their difference. Mean over seeds and its 95 % t-interval (seeds with both
+    rows only)."""
+    out = []
+    for key, seeds in sorted(_seed_values(rows).items(), key=lambda kv: tuple(map(str, kv[0]))):
+        ds, imb, preset, noise, rate, ipc = key
+        methods = sorted({m for v in seeds.values() for m in v if isinstance(m, str) and m != "full noisy"})
+        pairs = [(m, "full noisy") for m in methods]
+        pairs += [(m, (m, name)) for m in methods for name in CONTROL_NAMES.values()]
+        pairs += [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        for a, b in pairs:
+            per_seed = {s: v[a] - v[b] for s, v in sorted(seeds.items()) if a in v and b in v}
+            if not per_seed:
+                continue
+            diffs = list(per_seed.values())
+            ci = seed_interval(diffs)
+            mean = float(np.mean(diffs))
+            out.append({"setting": (ds, imb, preset), "noise": noise, "rate": rate, "ipc": ipc, "a": a,
+                        "b": b if isinstance(b, str) else b[1], "per_seed": per_seed, "mean": mean, "ci95": ci,
+                        "interval": None if ci is None else (mean - ci, mean + ci)})
+    return out
+
+
+def _verdict(d: dict) -> str:
+    """Whether the seeds settle the sign: the interval excludes 0, or it does not, or one seed gives none."""
+    if d["interval"] is None:
+        return "one seed: no interval"
+    lo, hi = d["interval"]
+    return "above" if lo > 0 else "below" if hi < 0 else "not settled (interval holds 0)"
+
+
+def paired_table(rows: list[dict]) -> list[str]:
+    """:func:`paired_differences` as a markdown table, in points of test accuracy."""
+    diffs = paired_differences(rows)
+    if not diffs:
+        return []
+    lines = ["## Paired differences over seeds", "",
+             ("Each comparison a finding rests on, paired by seed (one seed: one noise realisation, one full-noisy "
+              "baseline, the experts and sets of that seed): test-accuracy points of the first row minus the second, "
+              "per seed, their mean and [the 95 % t-interval of the mean]. `above`/`below`: the interval excludes 0. "
+              "A control is the cell's own, trained as its set is (docs/protocol.md)."), "",
+             "| setting | noise | IPC | comparison | per seed (points) | mean [95 % interval] | seeds | sign |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in diffs:
+        per = ", ".join(f"s{s}: {100 * v:+.2f}" for s, v in d["per_seed"].items())
+        interval = "" if d["interval"] is None else f" [{100 * d['interval'][0]:+.2f}, {100 * d['interval'][1]:+.2f}]"
+        lines.append(f"| {setting_title(d['setting'])} | {noise_title(d['setting'][0], d['noise'], d['rate'])} | {d['ipc']} | "
+                     f"{d['a']} − {d['b']} | {per} | {100 * d['mean']:+.2f}{interval} | {len(d['per_seed'])} | {_verdict(d)} |")
+    return lines + [""]
+
+
 def other_rows_table(rows: list[dict]) -> list[str]:
     """Noisy-label baselines and fairness controls (``baselines.*``, ``controls.*`` evaluations, and the random
     control at a method's learned lr), pooled over seeds."""
     pooled = defaultdict(list)
     labels = {}
+    seen = defaultdict(set)  # a baseline row -> the groups already counted
     for c in rows:
         for role, ev in c["evals"].items():
             if role == RECIPE_LR_RANDOM:  # in the main table's random column; this cell's own random row is the other one
@@ -299,6 +377,10 @@ def other_rows_table(rows: list[dict]) -> list[str]:
                 continue
             key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
             key = (_setting_name(_setting(c)), _noise_name(c), role, key_ipc)
+            if key_ipc is None:  # a baseline is trained once per group (one seed) and shared by its cells
+                if c["cell_group"] in seen[key]:
+                    continue
+                seen[key].add(c["cell_group"])
             pooled[key].append(ev)
             labels.setdefault(key, ev.get("label") or role)
     if not pooled:
@@ -307,8 +389,6 @@ def other_rows_table(rows: list[dict]) -> list[str]:
              "| setting | noise | row | what was trained on | method, IPC | test acc (%) |", "|---|---|---|---|---|---|"]
     for key, evs in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
         setting, noise, role, mi = key
-        if role.startswith("baselines."):  # one per group: identical across the group's cells
-            evs = evs[:1]
         lines.append(f"| {setting} | {noise} | {role} | {labels[key]} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | "
                      f"{_pct(_pool(evs))} |")
     return lines + [""]
@@ -842,6 +922,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
         lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
         lines += [f"| {c['id']} | {(c['error'] or '').splitlines()[0][:200] if c['error'] else ''} |" for c in failed] + [""]
     lines += ["## Accuracy", ""] + markdown_tables(agg)
+    lines += paired_table(rows)
     lines += other_rows_table(rows)
     lines += selection_table(rows)
     lines += privacy_table(rows)
