@@ -156,6 +156,9 @@ def test_privacy_audit_is_planned_per_cell_from_its_own_stages():
     t = plan_study(spec).totals()["cpu"]
     assert t["privacy_seconds"] == pytest.approx(sum(c.privacy_seconds("cpu") for c in (first, second)))
     assert t["privacy_seconds"] > 0 and "privacy audit: dp_sgd" in t["not_measured"][first.cell.id]
+    # the second cell waits for the first one's run, not for its audit (the driver starts it on published.json)
+    assert t["wall"]["longest_chain_s"] == pytest.approx(
+        first.seconds("cpu") - first.privacy_seconds("cpu") + second.seconds("cpu"))
 
 
 def test_every_shared_part_is_planned():

@@ -143,3 +143,32 @@ def test_a_failed_audit_fails_the_cell_and_keeps_its_run(data_root, tmp_path, mo
     assert row[0] == "failed" and row[1].startswith("privacy audit: no memory left")
     folder = out / "cells" / spec.cells[0].id
     assert (folder / "result.json").exists() and not (folder / "done.json").exists()
+
+
+def test_siblings_wait_for_the_run_not_the_audit(data_root, tmp_path, monkeypatch):
+    """The cell writes published.json (its config hash) once its shared parts are exported, before its audit;
+    the driver counts such a cell as done for its siblings."""
+    import ddlnl.privacy.audit as audit
+    from ddlnl.study.executors import dependencies, is_published, ready_cells
+
+    spec = parse_study(doc(TINY | {"targets": ["full_noisy"]}, data_root=data_root))
+    (cell,) = spec.cells
+    folder = tmp_path / "p" / "cells" / cell.id
+    seen = {}
+
+    def look(*_a, **_k):
+        seen["published"], seen["done"] = is_published(cell, folder), (folder / "done.json").exists()
+        raise ConfigError("stopped here", "nothing to fix")
+
+    monkeypatch.setattr(audit, "audit_run", look)
+    assert run_study(spec, tmp_path / "p", "local", log=lambda m: None)["failed"] == 1
+    assert seen == {"published": True, "done": False}
+    assert is_published(cell, folder)  # kept: a rerun's siblings need not wait for the audit again
+    other = parse_study(doc(TINY | {"targets": ["random"]}, data_root=data_root)).cells[0]
+    assert other.id == cell.id and not is_published(other, folder)  # another config's marker does not count
+
+    two = parse_study(doc(data_root=data_root, grid_extra={"ipc": [1, 2]}))
+    first, second = two.cells
+    assert dependencies(two.cells)[second.id] == {first.id}
+    assert ready_cells(two.cells, dependencies(two.cells), set()) == [first]
+    assert ready_cells(two.cells, dependencies(two.cells), {first.id}) == two.cells

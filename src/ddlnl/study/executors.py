@@ -10,7 +10,7 @@
    so sharing can never give a cell a result made under another configuration;
 3. ``run_experiment(cell.spec(), folder)`` (resuming whatever stages the cell folder holds);
 4. publish the cell's shareable parts for its siblings (:meth:`~ddlnl.stages.RunFolder.export_shared`,
-   first writer wins; atomic);
+   first writer wins; atomic), then write ``published.json``: the siblings may start from here on;
 5. when the study turns ``privacy`` on, audit the finished run in the cell folder
    (:func:`ddlnl.privacy.audit_run`, as ``ddlnl privacy``: ``privacy.json``; every trained
    shadow's scores are kept, so a rerun trains only what is missing), and write ``done.json``.
@@ -23,6 +23,8 @@ of a group differs only in method and IPC. The driver runs the first cell of eac
 so the baselines are trained once per group, the random control once per group and IPC, and a
 method's cached work (MTT/DATM expert trajectories in ``$DDLNL_CACHE``, keyed by the noisy
 labels) once per group and method; cells of different groups run in parallel from the start.
+A sibling waits for the first cell's run only, not for its privacy audit: it starts once the
+first cell is finished or failed or its folder holds ``published.json`` for the same config.
 
 Executors: ``local`` (in this process, one at a time), ``processes`` (one
 ``python -m ddlnl.study.executors JOB`` subprocess per cell, at most ``max_workers`` at
@@ -56,6 +58,7 @@ from ddlnl.study.store import Store, read_cells
 from ddlnl.utils.io import write_json
 
 EXECUTORS = ("local", "processes", "slurm")
+PUBLISHED = "published.json"  # in a cell folder: its run is done and its shared parts exported (an audit may follow)
 
 
 # == the cell function ======================================================================
@@ -89,6 +92,7 @@ def execute_cell(job: dict) -> dict:
             result = run_experiment(cell.spec(), out, log=log, progress=False)
             used = {part: folder.used_unchanged(part, digest) for part, digest in imported.items()}
             folder.export_shared(shared, cell.group, cell.ipc)
+            write_json(out / PUBLISHED, {"config_hash": job["config_hash"], "at": time.time()})
             if cell.privacy is not None:
                 outcome["privacy_s"] = audit_cell(cell, out, log)
             outcome.update(status="finished", shared=used, experiment_s=result["timings_s"]["total"])
@@ -393,12 +397,14 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
             f"{f', {len(running)} still running on the cluster (re-attached)' if running else ''}, {len(todo)} to run "
             f"with executor {ex.name} (max {ex.max_workers} at once)")
         deps = dependencies(spec.cells)
+        published = {c.id for c in todo if is_published(c, out_dirs[c.id])}  # e.g. a run whose audit a kill cut short
         failed: set[str] = set()
         overheads: list[float] = []
         done_now = 0
         try:
             while todo or running:
-                ready = [c for c in todo if all(d in finished or d in failed for d in deps[c.id])]
+                published |= {cid for cid in running if cid not in published and is_published(by_id[cid], out_dirs[cid])}
+                ready = ready_cells(todo, deps, finished | failed | published)
                 while ready and len(running) < ex.max_workers:
                     c = ready.pop(0)
                     todo.remove(c)
@@ -468,8 +474,8 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
 
 
 def dependencies(cells: list[Cell]) -> dict[str, set[str]]:
-    """What each cell waits for: the first cell of its group (noise realisation, full-noisy
-    baseline), of its group and IPC (random control) and of its group and method (a method's
+    """What each cell waits for: the run (not the audit) of the first cell of its group (noise realisation,
+    full-noisy baseline), of its group and IPC (random control) and of its group and method (a method's
     cached work, e.g. MTT/DATM expert trajectories, which depend on the noisy labels but not on IPC)."""
     first: dict[tuple, str] = {}
     deps = {}
@@ -477,6 +483,21 @@ def dependencies(cells: list[Cell]) -> dict[str, set[str]]:
         keys = [("group", c.group), ("ipc", c.group, c.ipc), ("method", c.group, c.method)]
         deps[c.id] = {first.setdefault(k, c.id) for k in keys} - {c.id}
     return deps
+
+
+def ready_cells(todo: list[Cell], deps: dict[str, set[str]], satisfied: set[str]) -> list[Cell]:
+    """The cells of ``todo`` (in order) whose every dependency is ``satisfied``: finished, failed (the cell
+    then makes what it would have taken) or published (run done and shared parts exported)."""
+    return [c for c in todo if deps[c.id] <= satisfied]
+
+
+def is_published(cell: Cell, out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run of this very config (its hash) whose shared parts are exported:
+    its siblings need nothing more from it, though its privacy audit may still be running."""
+    try:
+        return json.loads((out_dir / PUBLISHED).read_text()).get("config_hash") == cell.config_hash()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _adopt(store: Store, cells: dict[str, Cell], out_dirs: dict[str, Path]) -> int:

@@ -81,14 +81,16 @@ class StudyPlan:
     finished_elsewhere: set[str] = field(default_factory=set)  # finished cells outside --only that made shared parts
 
     def chain(self, dev: str) -> tuple[float, list[str]]:
-        """The longest chain of cells that wait for one another (seconds, ids first to last)."""
+        """The longest chain of cells that wait for one another (seconds, ids first to last). A cell starts
+        when the runs of the cells it waits for are done: their privacy audits run beside it."""
         cost = {c.cell.id: c.seconds(dev) for c in self.cells}
+        run = {c.cell.id: c.seconds(dev) - c.privacy_seconds(dev) for c in self.cells}
         deps = dependencies(self.spec.cells)
-        best: dict[str, tuple[float, list[str]]] = {}
+        start: dict[str, tuple[float, list[str]]] = {}  # when a cell can start, and the chain before it
         for c in self.spec.cells:  # a cell waits only for earlier cells
-            before = max((best[d] for d in deps[c.id]), default=(0.0, []), key=lambda b: b[0])
-            best[c.id] = (before[0] + cost[c.id], before[1] + [c.id])
-        return max(best.values(), key=lambda b: b[0], default=(0.0, []))
+            start[c.id] = max(((start[d][0] + run[d], start[d][1] + [d]) for d in deps[c.id]),
+                              default=(0.0, []), key=lambda b: b[0])
+        return max(((s + cost[i], before + [i]) for i, (s, before) in start.items()), key=lambda b: b[0], default=(0.0, []))
 
     def totals(self) -> dict:
         todo = [c for c in self.cells if not c.finished]
