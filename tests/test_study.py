@@ -203,6 +203,35 @@ def test_a_group_trains_each_extra_baseline_once(data_root, tmp_path):
     assert a["accs"] == b["accs"] and a["seconds"] == b["seconds"]  # the same row, not a second training
 
 
+def test_reuse_from_another_study_computes_only_new_rows(data_root, tmp_path):
+    """A study that adds a baseline to another study's cells takes their saved stages (--reuse-from) and
+    trains only the new row; a stage whose key differs (another distillation setting) is recomputed."""
+    base = study(data_root, [{"type": "symmetric", "rate": 0.4}])
+    assert run_study(base, tmp_path / "a", "local", log=lambda m: None)["finished"] == 1
+    before = json.loads(next((tmp_path / "a" / "cells").glob("*/result.json")).read_text())["results"]
+
+    wider = study(data_root, [{"type": "symmetric", "rate": 0.4}], baselines=["gce"])
+    assert wider.cells[0].id == base.cells[0].id and wider.cells[0].config_hash() != base.cells[0].config_hash()
+    logs = []
+    assert run_study(wider, tmp_path / "b", "local", log=logs.append, reuse_from=tmp_path / "a")["finished"] == 1
+    after = json.loads(next((tmp_path / "b" / "cells").glob("*/result.json")).read_text())["results"]
+    for row in ("full_noisy", "random", "distilled"):  # the same rows, not trained again
+        assert after[row]["accs"] == before[row]["accs"] and after[row]["seconds"] == before[row]["seconds"], row
+    assert "gce" in after["baselines"] and "gce" not in before["baselines"]
+    assert any("reused from" in m and "into 1 of the 1 cells" in m for m in logs), logs
+
+    other = study(data_root, [{"type": "symmetric", "rate": 0.4}], overrides=FAST[:2] + ["methods.dm.iterations=3"])
+    run_study(other, tmp_path / "c", "local", log=lambda m: None, reuse_from=tmp_path / "a")
+    changed = json.loads(next((tmp_path / "c" / "cells").glob("*/result.json")).read_text())["results"]
+    assert changed["full_noisy"]["accs"] == before["full_noisy"]["accs"]  # its key does not involve DM
+    assert changed["distilled"]["seconds"] != before["distilled"]["seconds"]  # distilled anew
+
+    with pytest.raises(ConfigError, match="no cells/ folder"):
+        run_study(wider, tmp_path / "d", "local", reuse_from=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="own --out"):
+        run_study(wider, tmp_path / "b", "local", reuse_from=tmp_path / "b")
+
+
 def test_local_study_shares_baseline_and_skips_finished(data_root, tmp_path):
     spec = study(data_root, [{"type": "symmetric", "rate": 0.4}], ipc=(1, 2))
     out = tmp_path / "s"

@@ -103,6 +103,23 @@ class RunFolder:
             self.save(name, key_obj, value)
         return value
 
+    # -- reuse of another folder's work ---------------------------------------------------
+    RESUMABLE = ("stages/*.json", "checkpoints/*.pt", "*.safetensors", "noisy_labels.npy", "noise.json")
+
+    def seed_from(self, other: RunFolder) -> list[str]:
+        """Copy ``other``'s resumable state (saved stages, distillation checkpoints, sets, the noise realisation)
+        where this folder has no file of that name; return the names copied. Never its result, done, log or
+        audit files: the run here decides, stage by stage through each stage's key, what it reuses, so work
+        done under another configuration is recomputed, not taken."""
+        copied = []
+        for pattern in self.RESUMABLE:
+            for src in sorted(other.path.glob(pattern)):
+                rel = src.relative_to(other.path)
+                if src.is_file() and not (self.path / rel).exists():
+                    _copy(src, self.path / rel)
+                    copied.append(rel.as_posix())
+        return copied
+
     # -- sharing between the cells of a study ---------------------------------------------
     def import_shared(self, shared_root: Path, group: str, ipc: int) -> dict[str, str]:
         """Copy the parts a sibling cell already published into this folder, where it has none.

@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print what the study would cost (each cell's `ddlnl run --dry-run` plan, shared parts once, "
                         "finished cells in --out as 0, the wall clock of --executor processes); train, load and write nothing")
+    p.add_argument("--reuse-from", metavar="DIR", default=None,
+                   help="another study's folder: each cell to run first takes the saved stages, checkpoints, sets and noise "
+                        "of the cell with its id there (never its result); a stage is reused only if its key matches, so "
+                        "a study that adds rows to another's cells computes only the new rows")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="with --dry-run: only this device's times (cuda: the one-H100 figures; default: both)")
@@ -63,7 +67,7 @@ def main(args) -> int:
     spec.check()
     if args.list:
         return list_cells(spec, Path(args.out))
-    summary = run_study(spec, args.out, args.executor, args.max_workers, log=progress_log(args))
+    summary = run_study(spec, args.out, args.executor, args.max_workers, log=progress_log(args), reuse_from=args.reuse_from)
     if args.report:
         from ddlnl.study.report import write_report
 
@@ -83,6 +87,8 @@ def dry_run(args) -> int:
     spec.check()
     sp = plan_study(spec, args.out, only=args.only, max_workers=args.max_workers, device=args.device)
     print(write_json_text(sp) if args.json else format_study_plan(sp))
+    if args.reuse_from and not args.json:
+        print(f"\n--reuse-from {args.reuse_from} is not planned: the cells that will take stages from it are counted in full")
     return 0
 
 

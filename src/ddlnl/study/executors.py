@@ -361,11 +361,14 @@ def make_executor(name: str, max_workers: int | None, folder: Path, cluster: str
 # == the driver =============================================================================
 
 def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_workers: int | None = None, *,
-              log=print, cluster: str | None = None, poll_s: float = 0.2) -> dict:
-    """Run every unfinished cell of ``spec`` into ``out``; return a summary."""
+              log=print, cluster: str | None = None, poll_s: float = 0.2, reuse_from: str | Path | None = None) -> dict:
+    """Run every unfinished cell of ``spec`` into ``out``; return a summary. With ``reuse_from`` (another
+    study folder), each cell to run first takes the resumable state of the same-id cell there
+    (:func:`seed_cells`)."""
     t0 = time.perf_counter()
     out = Path(out).resolve()
     spec.check()
+    source = None if reuse_from is None else _reuse_source(reuse_from, out)
     ex = make_executor(executor, max_workers or spec.max_workers, out, cluster)
     out_dirs = {c.id: out / "cells" / c.id for c in spec.cells}
     out.mkdir(parents=True, exist_ok=True)
@@ -396,6 +399,10 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
             f"{f' ({adopted} adopted from cell folders)' if adopted else ''}"
             f"{f', {len(running)} still running on the cluster (re-attached)' if running else ''}, {len(todo)} to run "
             f"with executor {ex.name} (max {ex.max_workers} at once)")
+        if source is not None:
+            seeded = seed_cells(todo, out_dirs, source)
+            log(f"[study] reused from {source}: {sum(len(v) for v in seeded.values())} files into {len(seeded)} of the "
+                f"{len(todo)} cells to run (each stage is reused only if its key matches)")
         deps = dependencies(spec.cells)
         published = {c.id for c in todo if is_published(c, out_dirs[c.id])}  # e.g. a run whose audit a kill cut short
         failed: set[str] = set()
@@ -483,6 +490,29 @@ def dependencies(cells: list[Cell]) -> dict[str, set[str]]:
         keys = [("group", c.group), ("ipc", c.group, c.ipc), ("method", c.group, c.method)]
         deps[c.id] = {first.setdefault(k, c.id) for k in keys} - {c.id}
     return deps
+
+
+def _reuse_source(path: str | Path, out: Path) -> Path:
+    source = Path(path).resolve()
+    if not (source / "cells").is_dir():
+        raise ConfigError(f"--reuse-from {path}: no cells/ folder there", "pass a folder written by `ddlnl study ... --out DIR`")
+    if source == out:
+        raise ConfigError(f"--reuse-from {path} is the study's own --out folder", "pass another study's folder, or drop --reuse-from")
+    return source
+
+
+def seed_cells(cells: list[Cell], out_dirs: dict[str, Path], source: Path) -> dict[str, list[str]]:
+    """Give each of ``cells`` the resumable state of the cell with its id under ``source/cells``
+    (:meth:`ddlnl.stages.RunFolder.seed_from`): e.g. a study that adds rows to another's cells then computes
+    only the new rows. Returns the files copied per cell (cells with none are left out)."""
+    seeded = {}
+    for c in cells:
+        there = source / "cells" / c.id
+        if there.is_dir():
+            copied = RunFolder(out_dirs[c.id]).seed_from(RunFolder(there))
+            if copied:
+                seeded[c.id] = copied
+    return seeded
 
 
 def ready_cells(todo: list[Cell], deps: dict[str, set[str]], satisfied: set[str]) -> list[Cell]:
