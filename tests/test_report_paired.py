@@ -96,5 +96,10 @@ def test_a_shared_baseline_counts_once_per_seed(rows):
 
 def test_report_has_the_section(rows, tmp_path):
     folder = Path(rows[0]["out_dir"]).parent.parent
-    md = rp.write_report(folder, tmp_path / "report", dpi=40)["markdown"].read_text()
-    assert "## Paired differences over seeds" in md
+    rep = rp.write_report(folder, tmp_path / "report", dpi=40)
+    assert "## Paired differences over seeds" in rep["markdown"].read_text()
+    import csv
+
+    with open(rep["folder"] / "paired.csv") as f:
+        (row,) = [r for r in csv.DictReader(f) if (r["first"], r["second"]) == ("datm", "dm")]
+    assert row["seeds"] == "3" and float(row["mean_diff"]) == pytest.approx(0.09) and float(row["low"]) > 0

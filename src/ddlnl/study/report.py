@@ -8,7 +8,8 @@ Writes into ``DIR/report/``:
   noise-absorption tables, for cells audited by the study's ``privacy`` stage a membership-inference
   table (:func:`privacy_table`), and links to every figure;
 - ``results.csv`` (aggregated: per dataset, imbalance, noise, rate, method, IPC; all
-  evaluation runs of all seeds pooled) and ``cells.csv`` (one row per cell, with timings);
+  evaluation runs of all seeds pooled), ``cells.csv`` (one row per cell, with timings) and
+  ``paired.csv`` (the paired differences, as fractions);
 - ``figures/*.png`` (at ``dpi``; with ``svg`` also a ``.svg`` beside each). A method has one colour
   in every figure (:func:`method_colour`), the full noisy set is black and the random control grey;
   every mark has a legend entry; titles name the setting in words, file names keep the slugs:
@@ -253,6 +254,18 @@ def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: 
                         c["method"], c["ipc"], *[ev[r]["acc_mean"] if r in ev else "" for r in ROLES],
                         c["wall_s"], c["experiment_s"], c["overhead_s"], *[t.get(k, "") for k in ("baselines", "experts", "distill", "evaluate")],
                         c["shared"], c["attempts"], c["executor"], c["job_id"], c["out_dir"], c["error"]])
+    paths.append(p)
+    p = folder / "paired.csv"
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "imbalance", "preset", "noise", "rate", "ipc", "first", "second", "seeds", "per_seed",
+                    "mean_diff", "ci95", "low", "high"])
+        for d in paired_differences(rows):
+            lo, hi = d["interval"] or ("", "")
+            w.writerow([*d["setting"], d["noise"], d["rate"], d["ipc"], d["a"], d["b"], len(d["per_seed"]),
+                        " ".join(f"{s}:{v:.6f}" for s, v in d["per_seed"].items()), f"{d['mean']:.6f}",
+                        "" if d["ci95"] is None else f"{d['ci95']:.6f}", lo if lo == "" else f"{lo:.6f}",
+                        hi if hi == "" else f"{hi:.6f}"])
     paths.append(p)
     return paths
 
@@ -926,7 +939,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
     lines += other_rows_table(rows)
     lines += selection_table(rows)
     lines += privacy_table(rows)
-    lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell).", ""]
+    lines += ["Tables: [results.csv](results.csv) (aggregated), [cells.csv](cells.csv) (one row per cell), "
+              "[paired.csv](paired.csv) (the paired differences).", ""]
     if absorption_md:
         lines += ["## Noise absorption (asymmetric noise)", ""] + absorption_md
     lines += ["## Figures", ""] + [f"- {n}" for n in ipc_notes] + ([""] if ipc_notes else [])
