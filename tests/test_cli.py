@@ -226,6 +226,23 @@ def test_studies_ship_with_the_package_and_load_by_name_anywhere(tmp_path, monke
     assert load_study("smoke").cells == load_study("studies/smoke.yaml").cells == load_study(BUILTIN_STUDIES / "smoke.yaml").cells
     assert main(["study", "smoke", "--out", str(tmp_path / "s"), "--list"]) == 0
     assert "smoke: 7 cells" in capsys.readouterr().out
+    # a running cell shows the last line it logged (what it is doing now), cut to one screen line
+    from ddlnl.study.store import Store
+
+    cells = load_study("smoke").cells
+    with Store(tmp_path / "s") as store:
+        store.sync_cells("smoke", cells, {c.id: tmp_path / "s" / "cells" / c.id for c in cells})
+        store.mark_submitted(cells[0].id, "processes")
+        store.mark_submitted(cells[1].id, "processes")
+    log = tmp_path / "s" / "cells" / cells[0].id / "log.txt"
+    log.parent.mkdir(parents=True)
+    log.write_text("10:00:00 [ddlnl] distilling with dm (IPC 1)\n10:00:05 [ddlnl] dm it 40/200: loss 0.3 " + "x" * 200 + "\n\n")
+    assert main(["study", "smoke", "--out", str(tmp_path / "s"), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(ln for ln in lines if cells[0].id in ln)
+    assert first.split("| ")[1].startswith("10:00:05 dm it 40/200: loss 0.3 xxx") and first.endswith("…")
+    assert len(first.split("| ")[1]) == 100
+    assert next(ln for ln in lines if cells[1].id in ln).endswith("| no log yet")
     assert main(["study", "nosuch", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "no built-in study is called 'nosuch'" in err and "smoke" in err

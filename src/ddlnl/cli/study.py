@@ -107,6 +107,21 @@ def list_cells(spec, out: Path) -> int:
         counts[status] = counts.get(status, 0) + 1
         after = f"  (after {', '.join(sorted(deps[c.id]))})" if deps[c.id] and status != "finished" else ""
         wall = f"  {r['wall_s']:.0f} s" if r and r.get("wall_s") else ""
-        print(f"  {status:9s} {c.id}{wall}{after}")
+        now = f"  | {last_log_line(out / 'cells' / c.id / 'log.txt')}" if status == "running" else ""
+        print(f"  {status:9s} {c.id}{wall}{after}{now}")
     print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0
+
+
+def last_log_line(path: Path, width: int = 100) -> str:
+    """The last line a running cell logged (what it is doing now), cut to ``width`` characters."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log yet"
+    if not lines:
+        return "no log yet"
+    line = lines[-1].replace("[ddlnl] ", "")
+    return line if len(line) <= width else line[: width - 1] + "…"
