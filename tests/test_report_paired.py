@@ -77,11 +77,11 @@ def test_one_seed_gives_no_interval(rows):
     one = [c for c in rows if c["seed"] == 0]
     d = _find(rp.paired_differences(one), "datm", "dm")
     assert d["ci95"] is None and d["interval"] is None and rp._verdict(d) == "one seed: no interval"
-    assert "one seed: no interval" in "\n".join(rp.paired_table(one))
+    assert "one seed: no interval" in "\n".join(rp.paired_table(rp.paired_differences(one)))
 
 
 def test_table_prints_points_and_the_interval(rows):
-    md = "\n".join(rp.paired_table(rows))
+    md = "\n".join(rp.paired_table(rp.paired_differences(rows)))
     d = _find(rp.paired_differences(rows), "datm", "dm")
     lo, hi = d["interval"]
     assert f"| datm − dm | s0: +10.00, s1: +9.00, s2: +8.00 | +9.00 [{100 * lo:+.2f}, {100 * hi:+.2f}] | 3 | above |" in md
@@ -103,3 +103,25 @@ def test_report_has_the_section(rows, tmp_path):
     with open(rep["folder"] / "paired.csv") as f:
         (row,) = [r for r in csv.DictReader(f) if (r["first"], r["second"]) == ("datm", "dm")]
     assert row["seeds"] == "3" and float(row["mean_diff"]) == pytest.approx(0.09) and float(row["low"]) > 0
+
+
+def test_a_clean_first_cell_is_its_own_method(tmp_path):
+    """Plain DATM and DATM after a cleaner share a setting, seed and IPC: the report keeps them apart
+    (named as in their ids) and pairs them, instead of pooling them into one "datm" column."""
+    spec = parse_study({"name": "cf", "preset": "smoke", "grid": [
+        {"noise": [{"type": "symmetric", "rate": 0.4}], "methods": ["datm"], "clean_first": [None, "loss_gmm"],
+         "ipc": [2], "seeds": [0, 1]}]})
+    folder = tmp_path / "study"
+    with Store(folder) as store:
+        dirs = {c.id: folder / "cells" / c.id for c in spec.cells}
+        store.sync_cells(spec.name, spec.cells, dirs)
+        for c in spec.cells:
+            result = _result(c)
+            if c.clean_first:
+                result["results"]["distilled"] = _ev(DISTILLED["datm"][c.seed] + 0.05)
+            store.mark_submitted(c.id, "local")
+            store.record_finished(c.id, result, {"result_path": str(dirs[c.id] / "result.json"), "started_at": time.time()})
+    rows = rp.load_rows(folder)[0]
+    assert sorted(r["method"] for r in rp.aggregate(rows)) == ["datm", "datm-clean-loss_gmm"]
+    d = _find(rp.paired_differences(rows), "datm", "datm-clean-loss_gmm")
+    assert np.allclose(list(d["per_seed"].values()), [-0.05, -0.05])

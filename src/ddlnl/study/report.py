@@ -30,6 +30,7 @@ tables print it as ``(1 run)``, never as ``± 0.00``.
 from __future__ import annotations
 
 import csv
+import json
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -67,8 +68,16 @@ def load_rows(folder: Path) -> tuple[list[dict], dict]:
         evals[e["cell_id"]][e["role"]] = e
     for c in cells:
         c["evals"] = evals.get(c["id"], {})
+        c["method"] = method_name(c)
     meta["all_cells"] = cells
     return [c for c in cells if c["status"] == "finished" and c["evals"]], meta
+
+
+def method_name(c: dict) -> str:
+    """The method as the report names it: a cell that distils after a cleaner (``clean_first``) is
+    ``datm-clean-loss_gmm``, as in its id, so it is never pooled with the plain method's cells."""
+    cleaner = json.loads(c.get("config") or "{}").get("clean_first")
+    return f"{c['method']}-clean-{cleaner}" if cleaner else c["method"]
 
 
 def _noise(c) -> NoiseSpec:
@@ -227,7 +236,7 @@ def _csv_std(p: dict) -> str:
     return f"{p['std']:.6f}" if p["n"] > 1 else ""
 
 
-def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: Path) -> list[Path]:
+def write_csv(agg: list[dict], paired: list[dict], all_cells: list[dict], folder: Path) -> list[Path]:
     from ddlnl.utils.io import atomic_path
 
     paths = []
@@ -260,7 +269,7 @@ def write_csv(agg: list[dict], rows: list[dict], all_cells: list[dict], folder: 
         w = csv.writer(f)
         w.writerow(["dataset", "imbalance", "preset", "noise", "rate", "ipc", "first", "second", "seeds", "per_seed",
                     "mean_diff", "ci95", "low", "high"])
-        for d in paired_differences(rows):
+        for d in paired:
             lo, hi = d["interval"] or ("", "")
             w.writerow([*d["setting"], d["noise"], d["rate"], d["ipc"], d["a"], d["b"], len(d["per_seed"]),
                         " ".join(f"{s}:{v:.6f}" for s, v in d["per_seed"].items()), f"{d['mean']:.6f}",
@@ -355,9 +364,8 @@ def _verdict(d: dict) -> str:
     return "above" if lo > 0 else "below" if hi < 0 else "not settled (interval holds 0)"
 
 
-def paired_table(rows: list[dict]) -> list[str]:
+def paired_table(diffs: list[dict]) -> list[str]:
     """:func:`paired_differences` as a markdown table, in points of test accuracy."""
-    diffs = paired_differences(rows)
     if not diffs:
         return []
     lines = ["## Paired differences over seeds", "",
@@ -409,8 +417,6 @@ def other_rows_table(rows: list[dict]) -> list[str]:
 
 def _result(c: dict) -> dict | None:
     """A finished cell's result.json (what the database does not hold: selections, histories), or None."""
-    import json
-
     path = c.get("result_path")
     if "_result" not in c:
         try:
@@ -460,8 +466,6 @@ def selection_table(rows: list[dict]) -> list[str]:
 def _audit(c: dict) -> dict | None:
     """The cell's privacy.json when the cell was audited as part of the study (its config has ``privacy``,
     so the audit ran after this run and is current), or None."""
-    import json
-
     if "privacy" not in json.loads(c.get("config") or "{}"):
         return None
     try:
@@ -891,8 +895,9 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
     all_cells = meta.pop("all_cells")
     folder.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
+    paired = paired_differences(rows)
     ipc_notes: list[str] = []
-    csvs = write_csv(agg, rows, all_cells, folder)
+    csvs = write_csv(agg, paired, all_cells, folder)
     figures = []
     if agg:
         ipc_figures, ipc_notes = fig_acc_vs_ipc(agg, figdir, render)
@@ -935,7 +940,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
         lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
         lines += [f"| {c['id']} | {(c['error'] or '').splitlines()[0][:200] if c['error'] else ''} |" for c in failed] + [""]
     lines += ["## Accuracy", ""] + markdown_tables(agg)
-    lines += paired_table(rows)
+    lines += paired_table(paired)
     lines += other_rows_table(rows)
     lines += selection_table(rows)
     lines += privacy_table(rows)
