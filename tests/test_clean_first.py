@@ -148,6 +148,11 @@ def test_a_run_keys_costs_and_scores_the_cleaning(root, tmp_path):
     assert sum("distilling with" in m for m in logged) == 1 and sum("cleaning first" in m for m in logged) == 1
     on_disk = json.loads((out / "result.json").read_text())
     r, cf = on_disk["results"], on_disk["clean_first"]
+    # each evaluated set logs its result when its runs are done (a long evaluation is not silent)
+    d = r["distilled"]
+    assert f"[ddlnl] evaluated distilled: {100 * d['acc_mean']:.2f} ± {100 * d['acc_std']:.2f} % ({d['runs']} run" in "\n".join(logged)
+    rnd = r["random"]
+    assert f"[ddlnl] evaluated random: {100 * rnd['acc_mean']:.2f} ± {100 * rnd['acc_std']:.2f} %" in "\n".join(logged)
     kept = set(json.loads((out / "stages" / "clean_first.json").read_text())["value"]["kept"])
     assert cf["cleaner"] == "loss_gmm" and cf["kept"] == len(kept) < cf["of"] and cf["key"]["options"]["threshold"] == 0.3
     # the cleaning's cost is in the distilled row's, with a breakdown, and in the run's timings

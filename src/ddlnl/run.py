@@ -436,6 +436,8 @@ class _Pipeline:
             i = todo[j]
             rows[i] = prepared[j][1](ev)
             self.folder.save(items[i].stage, items[i].key, rows[i])
+            self.log(f"[ddlnl] evaluated {items[i].stage}: {100 * ev.acc_mean:.2f} ± {100 * ev.acc_std:.2f} % "
+                     f"({ev.runs} run{'s' if ev.runs != 1 else ''}, {ev.seconds:.0f} s)")
 
         evaluate_sets([p[0] for p in prepared], test_images=data.x_test, test_labels=data.y_test, num_classes=data.num_classes,
                       runs=self.preset["evaluation"].get("runs", 1), seed=self.spec.seed, device=self.device,
