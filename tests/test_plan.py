@@ -140,3 +140,24 @@ def test_a_baseline_the_run_would_skip_is_shown_as_skipped():
         assert "| baseline cleanlab |" in P.format_plan(pl) and "| 0 | skipped | skipped |" in P.format_plan(pl)
     else:
         assert not row.skipped and row.images >= 3 * 50_000
+
+
+def test_each_planned_stage_names_the_stage_file_the_run_saves(tmp_path, monkeypatch):
+    """The plan's ``saved_as`` and run.py's stage files are one naming: a real smoke run (DATM after a cleaner,
+    with an extra baseline: every kind of stage) saves exactly the stages the plan names, apart from the
+    drawn sets that cost nothing to plan."""
+    from ddlnl.run import run_experiment
+    from tests.data.fixtures import write_cifar10_npz
+
+    monkeypatch.setenv("DDLNL_CACHE", str(tmp_path / "cache"))
+    write_cifar10_npz(tmp_path / "data", n_train_per_class=12, n_test_per_class=4)
+    spec = ExperimentSpec.create(method="datm", ipc=2, preset="smoke", data_root=str(tmp_path / "data"), rate=0.2,
+                                 clean_first="loss_gmm", clean_options=("threshold=0.3",), baselines=("ce", "gce"),
+                                 overrides=("evaluation.train.epochs=2", "baseline.train.epochs=1", "methods.datm.iterations=2"))
+    run_experiment(spec, tmp_path / "run", log=lambda m: None, progress=False)
+    saved = {p.stem for p in (tmp_path / "run" / "stages").glob("*.json")}
+    planned = {s.saved_as for s in P.plan(spec).stages if s.saved_as}
+    drawn = {"random_set", "random_cleaned_set"}  # a draw of real images: no training to plan
+    assert planned == saved - drawn, (planned, saved)
+    assert {"full_noisy", "baseline_gce", "clean_first", "distilled_set", "distilled", "control_init_only",
+            "control_clean_first_random"} <= planned

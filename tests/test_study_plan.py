@@ -14,7 +14,7 @@ from ddlnl import cli
 from ddlnl import plan as P
 from ddlnl.errors import ConfigError
 from ddlnl.stages import SHARED_PARTS
-from ddlnl.study.plan import plan_study, shared_part
+from ddlnl.study.plan import format_study_plan, plan_study, shared_part
 from ddlnl.study.spec import parse_study
 
 NO_DATA = "/nonexistent/ddlnl-data"  # the built-in datasets' sizes are known: nothing is read
@@ -187,7 +187,7 @@ def test_cli_dry_run_reads_no_data_and_writes_nothing(tmp_path, capsys, monkeypa
     assert doc["totals"]["2-core CPU"]["seconds"] == pytest.approx(round(plan_study(quick_study()).totals()["cpu"]["seconds"], 1))
     assert cli.main(["study", str(path), "--dry-run", "--device", "cpu", "--only", "*-dm-*"]) == 0
     text = capsys.readouterr().out
-    assert "| # | cell | status | images processed | time, 2-core CPU | made by another cell |" in text
+    assert "| # | cell | status | images processed | time, 2-core CPU | made by another cell, or saved |" in text
     assert "baseline ce (#1)" in text and "-datm-" not in text and "H100" not in text
     assert "wall clock with --executor processes, 2 workers" in text and "privacy audit: not planned" in text
     assert cli.main(["study", str(path), "--dry-run", "--only", "*-mtt-*"]) == 2
@@ -196,3 +196,29 @@ def test_cli_dry_run_reads_no_data_and_writes_nothing(tmp_path, capsys, monkeypa
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["study", str(path), "--json", "--out", str(out)]) == 2
     assert "only to --dry-run" in capsys.readouterr().err and not out.exists()
+
+
+def _save_stages(root: Path, cell, *names: str) -> None:
+    """Stage files as an interrupted run leaves them in its cell folder (their content is not read)."""
+    d = root / "cells" / cell.id / "stages"
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (d / f"{n}.json").write_text("{}")
+
+
+def test_stages_saved_in_a_cell_folder_or_the_reuse_source_are_not_paid(tmp_path):
+    spec = quick_study()
+    dm1, dm10, datm1, datm10 = spec.cells
+    # dm-ipc1 was interrupted after its baseline and distillation; datm-ipc1's cell of another study is complete
+    _save_stages(tmp_path / "out", dm1, "full_noisy", "distilled_set")
+    _save_stages(tmp_path / "other", datm1, "distilled_set", "distilled", "control_hard_labels")
+    sp = plan_study(spec, tmp_path / "out", reuse_from=tmp_path / "other")
+    by_id = {c.cell.id: c for c in sp.cells}
+    assert by_id[dm1.id].saved == ["baseline ce", "distill (dm)"]
+    assert by_id[dm1.id].seconds("cpu") == pytest.approx(cell_seconds(dm1, without={"baseline ce", "distill (dm)"}))
+    assert by_id[dm10.id].from_siblings == {"baseline ce": dm1.id}  # the saved baseline is still published by dm-ipc1
+    assert by_id[datm1.id].saved == ["distill (datm)", "distilled set (datm)", "control: hard labels"]
+    text = format_study_plan(sp)
+    assert f"| {dm1.id} | to resume |" in text and f"| {dm10.id} | to run |" in text
+    assert "baseline ce (saved), distill (dm) (saved)" in text and "saved: the stage's file is in the cell's folder" in text
+    assert plan_study(spec, tmp_path / "out").cells[2].saved == []  # without --reuse-from the other study is not read

@@ -235,6 +235,9 @@ class Stage:
     # experts: their cache key less the data (ddlnl.experts.expert_key) and how many the run asks for; runs on the
     # same data with equal keys train them once (a study plan counts them once)
     expert_cache: dict | None = None
+    # the run's stage (``stages/<saved_as>.json`` in its folder, ddlnl.run) that holds this work once done; None:
+    # nothing in the folder does (experts live in the shared cache)
+    saved_as: str | None = None
 
 
 @dataclass
@@ -424,7 +427,8 @@ def plan(spec: ExperimentSpec) -> Plan:
         stages.append(Stage("baseline", f"baseline {name}", work, None if images is None else images + (prep or 0),
                             match={"baseline": name, "net": _net(network), "px": px},
                             shape={"batch": train.get("batch_size", 256), "augment": train.get("augment", "dsa"),
-                                   "compile": bool(train.get("compile", False))}, kind="baseline", note=note))
+                                   "compile": bool(train.get("compile", False))}, kind="baseline", note=note,
+                            saved_as="full_noisy" if name == "ce" else f"baseline_{name}"))
 
     # -- clean first: the cleaner's warm-up networks and one loss pass each (run.py stage clean_first)
     cleaner = spec.cleaner()
@@ -438,7 +442,8 @@ def plan(spec: ExperimentSpec) -> Plan:
                             match={"baseline": "ce", "net": _net(network), "px": px},
                             shape={"batch": train.get("batch_size", 256), "augment": train.get("augment", "dsa"),
                                    "compile": bool(train.get("compile", False))}, kind="baseline",
-                            note="timed as the CE baseline's training per image; cleanlab's folds each see part of the set (an upper bound)"))
+                            note="timed as the CE baseline's training per image; cleanlab's folds each see part of the set (an upper bound)",
+                            saved_as="clean_first"))
 
     # -- experts (the shared cache: 0 when they are already trained; a dry run does not look)
     net = _net(preset["model"])
@@ -500,6 +505,7 @@ def plan(spec: ExperimentSpec) -> Plan:
                             note="a work index: the H^-1 g solve and the pool's training steps are not counted"))
     else:
         stages.append(Stage("distill", f"distill ({spec.method})", "not modelled for this method", None, method=method, kind="distill"))
+    stages[-1].saved_as = "distilled_set"
 
     # -- evaluations (run.py: random, distilled, random at the set's lr, controls)
     runs, train = int(ev.get("runs", 1)), ev["train"]
@@ -509,25 +515,30 @@ def plan(spec: ExperimentSpec) -> Plan:
     soft = caps.soft_labels and opts.get("soft_labels", True)
     learned = caps.learned_lr and ev.get("use_learned_lr", True)
 
-    def evaluation(name: str, size, model=eval_net, stage="evaluate", note=""):
+    suffix = "_native" if spec.eval_protocol == "native" else ""  # as run.py names a protocol's evaluation stages
+
+    def evaluation(name: str, size, saved_as: str, model=eval_net, stage="evaluate", note=""):
         stages.append(Stage(stage, name, f"{_plural(runs, 'run')} x {epochs} epochs x {_n(size)} images", _mul(runs, epochs, size),
                             match={"net": _net(model), "px": px},
                             shape=_eval_shape(size, bool(train.get("compile", False)), train.get("batch_size", 256),
-                                              train.get("augment", "dsa")), kind="evaluate", note=note))
+                                              train.get("augment", "dsa")), kind="evaluate", note=note, saved_as=saved_as + suffix))
 
-    evaluation("random control", n_syn)
-    evaluation(f"distilled set ({spec.method})", set_size)
+    evaluation("random control", n_syn, "random")
+    evaluation(f"distilled set ({spec.method})", set_size, "distilled")
     if learned:
-        evaluation("random control at the set's learned lr", n_syn)
+        evaluation("random control at the set's learned lr", n_syn, "random_at_set_lr")
     if soft:
-        evaluation("control: hard labels", set_size, stage="control")
+        evaluation("control: hard labels", set_size, "control_hard_labels", stage="control")
     cross = cross_arch_model(ev)
     if cross is not None:
-        evaluation(f"control: {cross['name']} on the random set", n_syn, model=cross, stage="control")
-        evaluation(f"control: {cross['name']} on the distilled set", set_size, model=cross, stage="control")
+        evaluation(f"control: {cross['name']} on the random set", n_syn, "control_cross_arch_random", model=cross, stage="control")
+        evaluation(f"control: {cross['name']} on the distilled set", set_size, "control_cross_arch_distilled", model=cross,
+                   stage="control")
     if caps.init_only:
-        evaluation(f"control: {spec.method} init only", set_size, stage="control",
+        evaluation(f"control: {spec.method} init only", set_size, "control_init_only", stage="control",
                    note="building the set reuses the experts" if method in ("mtt", "datm", "dance") else "")
+    if cleaner is not None:
+        evaluation("control: random real images of the kept samples", n_syn, "control_clean_first_random", stage="control")
 
     for s in stages:
         for dev in DEVICES:

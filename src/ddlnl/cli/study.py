@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                         "or 'cifar10-worst-*'; repeat to select more; the other cells are left untouched")
     p.add_argument("--dry-run", action="store_true",
                    help="print what the study would cost (each cell's `ddlnl run --dry-run` plan, shared parts once, "
-                        "finished cells in --out as 0, the wall clock of --executor processes); train, load and write nothing")
+                        "finished cells and saved stages in --out (and --reuse-from) as 0, the wall clock of --executor "
+                        "processes); train, load and write nothing")
     p.add_argument("--reuse-from", metavar="DIR", default=None,
                    help="another study's folder: each cell to run first takes the saved stages, checkpoints, sets and noise "
                         "of the cell with its id there (never its result); a stage is reused only if its key matches, so "
@@ -85,10 +86,8 @@ def dry_run(args) -> int:
     if args.data_root:
         spec = spec.with_data_root(str(Path(args.data_root).resolve()))
     spec.check()
-    sp = plan_study(spec, args.out, only=args.only, max_workers=args.max_workers, device=args.device)
+    sp = plan_study(spec, args.out, only=args.only, max_workers=args.max_workers, device=args.device, reuse_from=args.reuse_from)
     print(write_json_text(sp) if args.json else format_study_plan(sp))
-    if args.reuse_from and not args.json:
-        print(f"\n--reuse-from {args.reuse_from} is not planned: the cells that will take stages from it are counted in full")
     return 0
 
 

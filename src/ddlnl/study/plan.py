@@ -17,7 +17,11 @@ know: which of a cell's stages a sibling makes for it, and which cells are alrea
   other IPCs, so those cells do not share.
 * **Finished cells** (recorded finished with the same config hash, or adoptable from their folder:
   :func:`~ddlnl.study.executors.finished_cells`) cost nothing, and whatever they made is there.
-  A cell's own saved stages (a resumed, unfinished cell) are not looked at: it is counted in full.
+* **Saved stages** of a cell to run (an interrupted cell, or the same-id cell of ``--reuse-from``'s
+  folder): a stage whose file (:attr:`ddlnl.plan.Stage.saved_as`) is there costs nothing. Its key is
+  checked only when the run starts, so a stage saved under another configuration is counted as
+  saved here and recomputed there; a distillation's checkpoint (part of its iterations) is not
+  counted.
 * **Privacy** (``privacy:``): each audited cell adds :func:`ddlnl.plan.audit_stages`, its own
   (an audit shares nothing).
 
@@ -54,6 +58,7 @@ class CellCost:
     finished: bool
     stages: list[Stage] = field(default_factory=list)  # what it pays (none when finished)
     from_siblings: dict[str, str] = field(default_factory=dict)  # stage name -> the id of the cell that makes it
+    saved: list[str] = field(default_factory=list)  # stages saved in its folder (or --reuse-from's): not paid
 
     def seconds(self, dev: str) -> float:
         return sum(s.times[dev]["seconds"] for s in self.stages if s.times.get(dev))
@@ -115,8 +120,9 @@ class StudyPlan:
 
 
 def plan_study(spec: StudySpec, out: str | Path | None = None, only: list[str] | None = None,
-               max_workers: int | None = None, device: str | None = None) -> StudyPlan:
-    """The cost of running ``spec`` (its cells matching ``only``) into ``out``; reads no image, writes nothing."""
+               max_workers: int | None = None, device: str | None = None, reuse_from: str | Path | None = None) -> StudyPlan:
+    """The cost of running ``spec`` (its cells matching ``only``) into ``out`` (taking saved stages from
+    ``reuse_from``'s cells, as ``ddlnl study --reuse-from`` would); reads no image, writes nothing."""
     if device is not None and device not in FIGURE_DEVICES:
         raise ConfigError(f"--device {device!r} has no measured figures", f"use one of: {', '.join(FIGURE_DEVICES)}")
     selected = spec.select(only) if only else spec
@@ -133,8 +139,9 @@ def plan_study(spec: StudySpec, out: str | Path | None = None, only: list[str] |
             costs.append(CellCost(c, number, finished=True))
             continue
         cost = CellCost(c, number, finished=False)
+        saved = saved_stages(c, out, reuse_from)
         for st in cell_stages(c):
-            _pay(cost, st, makers, experts)
+            _pay(cost, st, makers, experts, saved)
         costs.append(cost)
     devices = (FIGURE_DEVICES[device],) if device else tuple(DEVICES)
     return StudyPlan(selected, out, costs, max(1, int(max_workers or spec.max_workers or DEFAULT_WORKERS)), devices,
@@ -187,9 +194,25 @@ def _claim(cell: Cell, stages: list[Stage], makers: dict, experts: dict) -> None
             makers.setdefault(key, cell.id)
 
 
-def _pay(cost: CellCost, st: Stage, makers: dict, experts: dict) -> None:
-    """Add ``st`` to what the cell pays, unless a sibling made it (experts: only the ones not made yet)."""
+def saved_stages(cell: Cell, out: Path | None, reuse_from: str | Path | None) -> set[str]:
+    """The stage files (names) the cell's run would find: in its own folder under ``out``, and in the
+    same-id cell of ``reuse_from`` (which ``--reuse-from`` copies in before the run)."""
+    found = set()
+    for root in (out, reuse_from):
+        if root is not None:
+            found |= {p.stem for p in (Path(root) / "cells" / cell.id / "stages").glob("*.json")}
+    return found
+
+
+def _pay(cost: CellCost, st: Stage, makers: dict, experts: dict, saved: set[str] = frozenset()) -> None:
+    """Add ``st`` to what the cell pays, unless it is saved for the cell or a sibling made it (experts: only
+    the ones not made yet)."""
     key = share_key(cost.cell, st)
+    if st.saved_as is not None and st.saved_as in saved:
+        cost.saved.append(st.name)
+        if key is not None:
+            makers.setdefault(key, cost.cell.id)  # the cell publishes it for its siblings as if it had made it
+        return
     if key is None:
         cost.stages.append(st)
     elif st.expert_cache is not None:
@@ -238,17 +261,18 @@ def format_study_plan(sp: StudyPlan) -> str:
              f"study: {sp.spec.name} ({sp.spec.where}); {len(sp.cells)} cells in {groups} group{'' if groups == 1 else 's'}; {where}",
              "each cell: the stages `ddlnl run --dry-run` plans for it (docs/cost.md); a baseline is made once per group, "
              "the random control once per group and IPC, experts once per cache key: a row lists what it takes "
-             "from an earlier cell (#) instead of making it", ""]
-    header = ["#", "cell", "status", "images processed"] + [f"time, {DEVICES[d]}" for d in sp.devices] + ["made by another cell"]
+             "from an earlier cell (#) instead of making it, and the stages saved in its folder (or --reuse-from's)", ""]
+    header = (["#", "cell", "status", "images processed"] + [f"time, {DEVICES[d]}" for d in sp.devices]
+              + ["made by another cell, or saved"])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in sp.cells:
-        taken = ", ".join(f"{name} (#{number[who]})" if who in number else f"{name} (finished {who})"
-                          for name, who in c.from_siblings.items())
+        taken = ", ".join([f"{name} (#{number[who]})" if who in number else f"{name} (finished {who})"
+                           for name, who in c.from_siblings.items()] + [f"{name} (saved)" for name in c.saved])
         if c.finished:
             row = [str(c.number), c.cell.id, "finished", "0"] + ["0 s"] * len(sp.devices) + [""]
         else:
             images = c.images()
-            row = ([str(c.number), c.cell.id, "to run", "unknown" if images is None else format_count(images)]
+            row = ([str(c.number), c.cell.id, "to resume" if c.saved else "to run", "unknown" if images is None else format_count(images)]
                    + [_time(c, d) for d in sp.devices] + [taken])
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"total: {tot['to_run']} of {tot['cells']} cells to run, "
@@ -257,12 +281,15 @@ def format_study_plan(sp: StudyPlan) -> str:
         lines += _device_totals(sp, tot, dev, number)
     lines += ["", "~: includes times scaled from a figure measured at another configuration "
                   "(`ddlnl run --dry-run` on one cell shows each stage and its figure)."]
+    if any(c.saved for c in sp.cells):
+        lines.append("saved: the stage's file is in the cell's folder (or --reuse-from's); its key is checked when the run "
+                     "starts, and a stage saved under another configuration is recomputed. A distillation's checkpoint is not counted.")
     return "\n".join(lines)
 
 
 def _device_totals(sp: StudyPlan, tot: dict, dev: str, number: dict) -> list[str]:
     t, approx = tot[dev], "~" if tot[dev]["extrapolated"] else ""
-    todo = [c for c in sp.cells if not c.finished]
+    todo = [c for c in sp.cells if not c.finished and c.stages]
     if todo and all(len(c.not_measured(dev)) == len(c.stages) for c in todo):
         return [f"  {DEVICES[dev]}: no stage of these cells was measured on it"]
     hours = t["seconds"] / 3600
@@ -298,7 +325,7 @@ def study_plan_dict(sp: StudyPlan) -> dict:
               "stages_not_measured": {DEVICES[d]: c.not_measured(d) for d in sp.devices},
               "stages": [{"stage": s.stage, "name": s.name, "work": s.work, "images_processed": s.images, "estimate": estimate(s)}
                          for s in c.stages],
-              "made_by_another_cell": c.from_siblings} for c in sp.cells]
+              "made_by_another_cell": c.from_siblings, "saved": c.saved} for c in sp.cells]
     tot = sp.totals()
     totals = {k: tot[k] for k in ("cells", "finished", "to_run", "privacy_cells")} | {"images_processed": tot["images"]}
     for d in sp.devices:
