@@ -404,13 +404,15 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
             log(f"[study] reused from {source}: {sum(len(v) for v in seeded.values())} files into {len(seeded)} of the "
                 f"{len(todo)} cells to run (each stage is reused only if its key matches)")
         deps = dependencies(spec.cells)
-        published = {c.id for c in todo if is_published(c, out_dirs[c.id])}  # e.g. a run whose audit a kill cut short
+        waited_for = set().union(*deps.values())  # only these cells' published.json is ever read
+        published = {c.id for c in todo if c.id in waited_for and is_published(c, out_dirs[c.id])}  # e.g. an audit cut short
         failed: set[str] = set()
         overheads: list[float] = []
         done_now = 0
         try:
             while todo or running:
-                published |= {cid for cid in running if cid not in published and is_published(by_id[cid], out_dirs[cid])}
+                published |= {cid for cid in running if cid in waited_for and cid not in published
+                              and is_published(by_id[cid], out_dirs[cid])}
                 ready = ready_cells(todo, deps, finished | failed | published)
                 while ready and len(running) < ex.max_workers:
                     c = ready.pop(0)
