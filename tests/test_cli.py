@@ -243,6 +243,14 @@ def test_studies_ship_with_the_package_and_load_by_name_anywhere(tmp_path, monke
     assert first.split("| ")[1].startswith("10:00:05 dm it 40/200: loss 0.3 xxx") and first.endswith("…")
     assert len(first.split("| ")[1]) == 100
     assert next(ln for ln in lines if cells[1].id in ln).endswith("| no log yet")
+    # a pending cell names the unfinished cells it waits for; a running one waits for nothing any more
+    from ddlnl.study.executors import dependencies
+
+    deps = dependencies(cells)
+    assert cells[0].id in deps[cells[1].id] and "(after" not in next(ln for ln in lines if f" {cells[1].id} " in ln)
+    pending = [c for c in cells[2:] if deps[c.id]]
+    assert pending and all(f"(after {', '.join(sorted(deps[c.id]))})" in next(ln for ln in lines if f" {c.id} " in ln)
+                           for c in pending)
     assert main(["study", "nosuch", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "no built-in study is called 'nosuch'" in err and "smoke" in err

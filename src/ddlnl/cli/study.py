@@ -104,7 +104,8 @@ def list_cells(spec, out: Path) -> int:
         r = rows.get(c.id)
         status = "new" if r is None else ("changed" if r["config_hash"] != c.config_hash() else r["status"])
         counts[status] = counts.get(status, 0) + 1
-        after = f"  (after {', '.join(sorted(deps[c.id]))})" if deps[c.id] and status != "finished" else ""
+        waiting = sorted(d for d in deps[c.id] if (rows.get(d) or {}).get("status") != "finished")
+        after = f"  (after {', '.join(waiting)})" if waiting and status not in ("finished", "running") else ""
         wall = f"  {r['wall_s']:.0f} s" if r and r.get("wall_s") else ""
         now = f"  | {last_log_line(out / 'cells' / c.id / 'log.txt')}" if status == "running" else ""
         print(f"  {status:9s} {c.id}{wall}{after}{now}")
