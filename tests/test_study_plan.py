@@ -222,3 +222,5 @@ def test_stages_saved_in_a_cell_folder_or_the_reuse_source_are_not_paid(tmp_path
     assert f"| {dm1.id} | to resume |" in text and f"| {dm10.id} | to run |" in text
     assert "baseline ce (saved), distill (dm) (saved)" in text and "saved: the stage's file is in the cell's folder" in text
     assert plan_study(spec, tmp_path / "out").cells[2].saved == []  # without --reuse-from the other study is not read
+    with pytest.raises(ConfigError, match="no cells/ folder"):  # the check `ddlnl study --reuse-from` makes
+        plan_study(spec, tmp_path / "out", reuse_from=tmp_path / "nowhere")

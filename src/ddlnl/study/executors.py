@@ -368,7 +368,7 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
     t0 = time.perf_counter()
     out = Path(out).resolve()
     spec.check()
-    source = None if reuse_from is None else _reuse_source(reuse_from, out)
+    source = None if reuse_from is None else reuse_source(reuse_from, out)
     ex = make_executor(executor, max_workers or spec.max_workers, out, cluster)
     out_dirs = {c.id: out / "cells" / c.id for c in spec.cells}
     out.mkdir(parents=True, exist_ok=True)
@@ -494,11 +494,12 @@ def dependencies(cells: list[Cell]) -> dict[str, set[str]]:
     return deps
 
 
-def _reuse_source(path: str | Path, out: Path) -> Path:
+def reuse_source(path: str | Path, out: Path | None) -> Path:
+    """``--reuse-from``'s folder, checked: a study folder (it has ``cells/``), and not ``out`` itself."""
     source = Path(path).resolve()
     if not (source / "cells").is_dir():
         raise ConfigError(f"--reuse-from {path}: no cells/ folder there", "pass a folder written by `ddlnl study ... --out DIR`")
-    if source == out:
+    if out is not None and source == Path(out).resolve():
         raise ConfigError(f"--reuse-from {path} is the study's own --out folder", "pass another study's folder, or drop --reuse-from")
     return source
 

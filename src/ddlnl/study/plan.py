@@ -41,7 +41,7 @@ from pathlib import Path
 from ddlnl.errors import ConfigError
 from ddlnl.plan import DEVICES, NOT_MEASURED, Stage, audit_stages, combined_stage, duration, plan
 from ddlnl.results import format_count
-from ddlnl.study.executors import dependencies, finished_cells
+from ddlnl.study.executors import dependencies, finished_cells, reuse_source
 from ddlnl.study.spec import Cell, StudySpec
 
 # ddlnl study --device -> the figures' device (ddlnl.plan.DEVICES)
@@ -127,6 +127,7 @@ def plan_study(spec: StudySpec, out: str | Path | None = None, only: list[str] |
         raise ConfigError(f"--device {device!r} has no measured figures", f"use one of: {', '.join(FIGURE_DEVICES)}")
     selected = spec.select(only) if only else spec
     out = None if out is None else Path(out)
+    reuse_from = None if reuse_from is None else reuse_source(reuse_from, out)
     done = finished_cells(spec.cells, out) if out is not None else set()
     makers: dict[tuple, str] = {}  # a shared stage's key -> the cell that makes it
     experts: dict[tuple, tuple[int, str]] = {}  # an expert cache key -> (experts made, the first cell making them)
