@@ -12,6 +12,7 @@ import pytest
 from matplotlib.colors import to_rgba
 
 from ddlnl.study import report as rp
+from ddlnl.study.report.tables import _pct
 from tests.test_study import _fixture_db
 
 METHODS = ("dm", "datm")  # the fixture study's methods
@@ -130,8 +131,8 @@ def test_single_run_reads_1_run_never_plus_minus_zero(written):
     md = written["markdown"].read_text()
     assert "(1 run)" in md and "± 0.00" not in md  # every full-noisy baseline of the fixture is one run
     assert "### CIFAR-10, smoke preset: asymmetric noise" in md
-    assert rp._pct({"mean": 0.5, "std": 0.0, "n": 1, "seeds": 1, "ci95": None}) == "50.00 (1 run)"
-    assert rp._pct({"mean": 0.5, "std": 0.01, "n": 2, "seeds": 1, "ci95": None}) == "50.00 ± 1.00"
+    assert _pct({"mean": 0.5, "std": 0.0, "n": 1, "seeds": 1, "ci95": None}) == "50.00 (1 run)"
+    assert _pct({"mean": 0.5, "std": 0.01, "n": 2, "seeds": 1, "ci95": None}) == "50.00 ± 1.00"
     import csv
 
     with open(written["folder"] / "results.csv") as f:

@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import t
 
 from ddlnl.study import report as rp
+from ddlnl.study.report.tables import _verdict
 from ddlnl.study.spec import parse_study
 from ddlnl.study.store import Store
 
@@ -63,11 +64,11 @@ def test_differences_are_paired_by_seed_with_a_t_interval(rows):
     assert list(d["per_seed"]) == [0, 1, 2] and np.allclose(list(d["per_seed"].values()), want)
     half = t.ppf(0.975, 2) * np.std(want, ddof=1) / np.sqrt(3)
     assert d["mean"] == pytest.approx(np.mean(want)) and d["ci95"] == pytest.approx(half)
-    assert rp._verdict(d) == "above"
-    assert rp._verdict(_find(diffs, "datm", "full noisy")) == "below"
+    assert _verdict(d) == "above"
+    assert _verdict(_find(diffs, "datm", "full noisy")) == "below"
     noisy = _find(diffs, "dm", rp.CONTROL_NAMES["random"])  # +2, -2, +1 points
     assert np.allclose(list(noisy["per_seed"].values()), [0.02, -0.02, 0.01])
-    assert rp._verdict(noisy).startswith("not settled")
+    assert _verdict(noisy).startswith("not settled")
     # a method is compared only with the controls its cells have
     assert _find(diffs, "datm", rp.CONTROL_NAMES["controls.hard_labels"])["mean"] == pytest.approx(0.05)
     assert not [d for d in diffs if d["a"] == "dm" and d["b"] == rp.CONTROL_NAMES["controls.hard_labels"]]
@@ -76,7 +77,7 @@ def test_differences_are_paired_by_seed_with_a_t_interval(rows):
 def test_one_seed_gives_no_interval(rows):
     one = [c for c in rows if c["seed"] == 0]
     d = _find(rp.paired_differences(one), "datm", "dm")
-    assert d["ci95"] is None and d["interval"] is None and rp._verdict(d) == "one seed: no interval"
+    assert d["ci95"] is None and d["interval"] is None and _verdict(d) == "one seed: no interval"
     assert "one seed: no interval" in "\n".join(rp.paired_table(rp.paired_differences(one)))
 
 
