@@ -14,16 +14,16 @@ from ddlnl.errors import ConfigError
 from ddlnl.results import MAIN_ROLES as ROLES
 from ddlnl.study.report.rows import (
     HUMAN_LEVEL_TITLES,
-    _cell_title,
-    _family,
-    _noise,
-    _noise_name,
-    _setting,
-    _setting_name,
     cell_result,
+    cell_title,
     family_title,
+    noise_family,
+    noise_of,
+    noise_slug,
     noise_title,
     recipe_lr_random,
+    setting_of,
+    setting_slug,
     setting_title,
 )
 
@@ -106,7 +106,7 @@ def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> tuple[list[Path], list[
     out, notes = [], []
     groups = defaultdict(list)
     for r in agg:
-        groups[(_setting(r), _family(r), r["method"])].append(r)
+        groups[(setting_of(r), noise_family(r), r["method"])].append(r)
     for (setting, fam, method), rs in groups.items():
         levels = sorted({(r["rate"], r["noise"]) for r in rs})
         ipcs = sorted({r["ipc"] for r in rs})
@@ -136,7 +136,7 @@ def fig_acc_vs_ipc(agg, folder: Path, render: Render) -> tuple[list[Path], list[
             ax.set_xlabel("images per class (IPC)", fontsize=9)
             ax.grid(alpha=0.3)
         _finish_panels(fig, handles, f"{setting_title(setting)}\n{family_title(setting[0], fam)}: {method}")
-        out.append(render.save(fig, folder / f"acc_vs_ipc-{_setting_name(setting)}-{fam}-{method}.png"))
+        out.append(render.save(fig, folder / f"acc_vs_ipc-{setting_slug(setting)}-{fam}-{method}.png"))
     return out, notes
 
 
@@ -155,7 +155,7 @@ def fig_acc_vs_rate(agg, folder: Path, render: Render) -> list[Path]:
     out = []
     groups = defaultdict(list)
     for r in agg:
-        groups[(_setting(r), _family(r))].append(r)
+        groups[(setting_of(r), noise_family(r))].append(r)
     for (setting, fam), rs in groups.items():
         ipcs = sorted({r["ipc"] for r in rs})
         top = max(10.0, 110 * max(r["actual_rate"] for r in rs))
@@ -185,7 +185,7 @@ def fig_acc_vs_rate(agg, folder: Path, render: Render) -> list[Path]:
             ax.set_title(f"IPC {ipc}", fontsize=9)
             ax.grid(alpha=0.3)
         _finish_panels(fig, handles, f"{setting_title(setting)}\n{family_title(setting[0], fam)}")
-        out.append(render.save(fig, folder / f"acc_vs_rate-{_setting_name(setting)}-{fam}.png"))
+        out.append(render.save(fig, folder / f"acc_vs_rate-{setting_slug(setting)}-{fam}.png"))
     return out
 
 
@@ -208,7 +208,7 @@ def fig_per_class(agg, folder: Path, render: Render) -> list[Path]:
     out = []
     groups = defaultdict(list)
     for r in agg:
-        groups[(_setting(r), r["noise"], r["rate"])].append(r)
+        groups[(setting_of(r), r["noise"], r["rate"])].append(r)
     for (setting, noise, rate), rs in groups.items():
         top = max(r["ipc"] for r in rs)
         at = [r for r in rs if r["ipc"] == top]
@@ -240,7 +240,7 @@ def fig_per_class(agg, folder: Path, render: Render) -> list[Path]:
         ax.set_title(f"{setting_title(setting)}, {noise_title(setting[0], noise, rate)}\nper-class accuracy{lt}{mark}", fontsize=9)
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-        out.append(render.save(fig, folder / f"per_class-{_setting_name(setting)}-{_noise_name(c0).replace(' ', '-')}.png"))
+        out.append(render.save(fig, folder / f"per_class-{setting_slug(setting)}-{noise_slug(c0).replace(' ', '-')}.png"))
     return out
 
 
@@ -289,7 +289,7 @@ def fig_synsets(rows, folder: Path, render: Render) -> list[Path]:
                     ax.imshow(img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
                 if k == 0:
                     ax.set_ylabel(names[r], rotation=0, ha="right", va="center", fontsize=7)
-        title = f"{_cell_title(c)} ({s.label_kind} labels)"
+        title = f"{cell_title(c)} ({s.label_kind} labels)"
         if C > rows_n:
             title += f" — first {rows_n} of {C} classes"
         fig.suptitle(title, fontsize=8, y=1, va="bottom")
@@ -305,7 +305,7 @@ def fig_histories(rows, folder: Path, render: Render) -> list[Path]:
     for c in rows:
         h = ((cell_result(c) or {}).get("results", {}).get("distilled") or {}).get("history")
         if h and h.get("loss"):
-            groups[(_setting_name(_setting(c)), _noise(c).tag, c["method"], c["ipc"])].append((c, h))
+            groups[(setting_slug(setting_of(c)), noise_of(c).tag, c["method"], c["ipc"])].append((c, h))
     out = []
     for (setting, noise, method, ipc), cells in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(5.2, 3.0), layout="constrained")
@@ -329,7 +329,7 @@ def fig_histories(rows, folder: Path, render: Render) -> list[Path]:
             handles, labels = handles + more[0], labels + more[1]
         ax.legend(handles, labels, fontsize=7, loc="upper right")
         seeds = f", {len(cells)} seeds" if len(cells) > 1 else ""
-        ax.set_title(_cell_title(cells[0][0]) + seeds, fontsize=9)
+        ax.set_title(cell_title(cells[0][0]) + seeds, fontsize=9)
         out.append(render.save(fig, folder / f"history-{setting}-{noise}-{method}-ipc{ipc}.png"))
     return out
 
@@ -390,7 +390,7 @@ def fig_absorption(rows, folder: Path, render: Render) -> tuple[list[Path], list
             ax.set_xlabel("predicted")
             ax.set_ylabel("true class")
         fig.colorbar(im, ax=axes[0], shrink=0.8, label="share of the true class's test images (%)")
-        fig.suptitle(f"{_cell_title(c)}: confusion (rows normalised); red: flip source → target", fontsize=9)
+        fig.suptitle(f"{cell_title(c)}: confusion (rows normalised); red: flip source → target", fontsize=9)
         out.append(render.save(fig, folder / f"absorption-{c['id']}.png"))
         md += [f"#### {c['id']}", "", "Share of test images of each flip source predicted as its target (%):", "",
                "| flip | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
@@ -412,7 +412,7 @@ def fig_absorption(rows, folder: Path, render: Render) -> tuple[list[Path], list
                 ax.set_xticks(x)
                 ax.set_xticklabels([f"{names[m[0]]}→{names[m[1]]}" for m in mass], rotation=45, ha="right", fontsize=7)
                 ax.set_ylabel("mean soft-label mass (%)")
-                ax.set_title(f"{_cell_title(c)}: label mass of the synthetic images of each flip source", fontsize=8)
+                ax.set_title(f"{cell_title(c)}: label mass of the synthetic images of each flip source", fontsize=8)
                 ax.legend(fontsize=7)
                 out.append(render.save(fig, folder / f"absorption-softlabels-{c['id']}.png"))
                 md += ["Soft labels of the synthetic images of each flip source: mean mass on own class / flip target (%):", "",

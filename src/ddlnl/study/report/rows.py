@@ -38,34 +38,34 @@ def method_name(c: dict) -> str:
     return f"{c['method']}-clean-{cleaner}" if cleaner else c["method"]
 
 
-def _noise(c) -> NoiseSpec:
+def noise_of(c) -> NoiseSpec:
     return NoiseSpec(c["noise"], c["rate"])
 
 
-def _family(c) -> str:
-    return "human" if _noise(c).is_human else c["noise"]
+def noise_family(c) -> str:
+    return "human" if noise_of(c).is_human else c["noise"]
 
 
-def _level(c) -> str:
+def noise_level(c) -> str:
     """The noise level within its family: ``0.4``, or the label set's name."""
-    n = _noise(c)
+    n = noise_of(c)
     return f"{n.rate:g}" if n.takes_rate else n.type
 
 
-def _noise_name(c) -> str:
-    return _noise(c).name
+def noise_slug(c) -> str:
+    return noise_of(c).name
 
 
-def _x_rate(cells) -> float:
+def realised_rate(cells) -> float:
     rates = [c["actual_rate"] for c in cells if c.get("actual_rate") is not None]
     return float(np.mean(rates)) if rates else float(cells[0]["rate"])
 
 
-def _setting(c) -> tuple:
+def setting_of(c) -> tuple:
     return (c["dataset"], c["imbalance"], c["preset"])
 
 
-def _setting_name(s) -> str:
+def setting_slug(s) -> str:
     ds, imb, preset = s
     return f"{ds}{f'-lt{imb:g}' if imb is not None else ''}-{Path(preset).stem}"
 
@@ -80,7 +80,7 @@ def seed_interval(means: list[float]) -> float | None:
     return float(t.ppf(0.975, k - 1) * np.std(means, ddof=1) / np.sqrt(k))
 
 
-def _pool(evals: list[dict]) -> dict:
+def pool_runs(evals: list[dict]) -> dict:
     """Every evaluation run of ``evals`` (one per seed) pooled: mean, std and count of runs, and
     the 95 % interval of the mean over seeds (each seed's mean, so seeds weigh equally)."""
     accs = [a for e in evals for a in (e["accs"] or [e["acc_mean"]])]
@@ -118,23 +118,23 @@ def aggregate(rows: list[dict]) -> list[dict]:
     """
     groups = defaultdict(list)
     for c in rows:
-        groups[_setting(c) + (c["noise"], c["rate"], c["method"], c["ipc"])].append(c)
+        groups[setting_of(c) + (c["noise"], c["rate"], c["method"], c["ipc"])].append(c)
     baseline_by_noise = defaultdict(dict)
     for c in rows:
         if "full_noisy" in c["evals"]:
-            baseline_by_noise[_setting(c) + (c["noise"], c["rate"])].setdefault(c["cell_group"], c["evals"]["full_noisy"])
+            baseline_by_noise[setting_of(c) + (c["noise"], c["rate"])].setdefault(c["cell_group"], c["evals"]["full_noisy"])
     out = []
     for key, cells in groups.items():
         ds, imb, preset, noise, rate, method, ipc = key
-        row = {"dataset": ds, "imbalance": imb, "preset": preset, "noise": noise, "rate": rate, "actual_rate": _x_rate(cells),
+        row = {"dataset": ds, "imbalance": imb, "preset": preset, "noise": noise, "rate": rate, "actual_rate": realised_rate(cells),
                "method": method, "ipc": ipc, "seeds": len({c["seed"] for c in cells}), "cells": cells}
-        pools = {"full_noisy": _pool(list(baseline_by_noise[key[:5]].values())),
-                 "random": _pool([e for c in cells if (e := recipe_lr_random(c)) is not None]),
-                 "distilled": _pool([c["evals"]["distilled"] for c in cells if "distilled" in c["evals"]])}
+        pools = {"full_noisy": pool_runs(list(baseline_by_noise[key[:5]].values())),
+                 "random": pool_runs([e for c in cells if (e := recipe_lr_random(c)) is not None]),
+                 "distilled": pool_runs([c["evals"]["distilled"] for c in cells if "distilled" in c["evals"]])}
         for role, p in pools.items():
             row[role] = p
         out.append(row)
-    out.sort(key=lambda r: (r["dataset"], r["imbalance"] or 0, r["preset"], _family(r), r["rate"], r["noise"], r["method"], r["ipc"]))
+    out.sort(key=lambda r: (r["dataset"], r["imbalance"] or 0, r["preset"], noise_family(r), r["rate"], r["noise"], r["method"], r["ipc"]))
     return out
 
 
@@ -156,7 +156,7 @@ def dataset_title(dataset: str) -> str:
 
 def setting_title(setting: tuple) -> str:
     """The setting as a reader says it (``CIFAR-10, long-tailed (ρ = 10), quick preset``); file names
-    keep :func:`_setting_name`'s slug."""
+    keep :func:`setting_slug`'s slug."""
     ds, imb, preset = setting
     lt = f", long-tailed (ρ = {imb:g})" if imb is not None else ""
     return f"{dataset_title(ds)}{lt}, {Path(preset).stem} preset"
@@ -171,9 +171,9 @@ def noise_title(dataset: str, noise: str, rate: float) -> str:
     return f"{NOISE_TITLES.get(noise, noise)} {100 * rate:g} %" if takes_rate(noise) else f"{noise} labels"
 
 
-def _cell_title(c: dict) -> str:
+def cell_title(c: dict) -> str:
     """A cell in words on two lines, for figures of one cell: ``CIFAR-10, quick preset, symmetric 40 %`` / ``dm IPC 10``."""
-    return f"{setting_title(_setting(c))}, {noise_title(c['dataset'], c['noise'], c['rate'])}\n{c['method']} IPC {c['ipc']}"
+    return f"{setting_title(setting_of(c))}, {noise_title(c['dataset'], c['noise'], c['rate'])}\n{c['method']} IPC {c['ipc']}"
 
 
 def family_title(dataset: str, family: str) -> str:

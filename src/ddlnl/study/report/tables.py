@@ -13,17 +13,17 @@ import numpy as np
 from ddlnl.results import MAIN_ROLES as ROLES
 from ddlnl.study.report.rows import (
     RECIPE_LR_RANDOM,
-    _family,
-    _level,
-    _noise_name,
-    _pool,
-    _setting,
-    _setting_name,
-    _x_rate,
     cell_result,
     family_title,
+    noise_family,
+    noise_level,
+    noise_slug,
     noise_title,
+    pool_runs,
+    realised_rate,
     seed_interval,
+    setting_of,
+    setting_slug,
     setting_title,
 )
 
@@ -96,7 +96,7 @@ def markdown_tables(agg: list[dict]) -> list[str]:
     lines = []
     by_family = defaultdict(list)
     for r in agg:
-        by_family[(r["dataset"], r["imbalance"], r["preset"], _family(r))].append(r)
+        by_family[(r["dataset"], r["imbalance"], r["preset"], noise_family(r))].append(r)
     for (ds, imb, preset, fam), rs in by_family.items():
         ipcs = sorted({r["ipc"] for r in rs})
         methods_at = {i: sorted({r["method"] for r in rs if r["ipc"] == i}) for i in ipcs}  # only columns with cells
@@ -108,8 +108,8 @@ def markdown_tables(agg: list[dict]) -> list[str]:
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for rate, noise in levels:
             sub = [r for r in rs if r["rate"] == rate and r["noise"] == noise]
-            lab = _level(sub[0])
-            cells = [lab, f"{100 * _x_rate([c for r in sub for c in r['cells']]):.1f}%", _pct(sub[0]["full_noisy"])]
+            lab = noise_level(sub[0])
+            cells = [lab, f"{100 * realised_rate([c for r in sub for c in r['cells']]):.1f}%", _pct(sub[0]["full_noisy"])]
             for i in ipcs:
                 at = [r for r in sub if r["ipc"] == i]
                 cells.append(_pct(at[0]["random"]) if at else "–")
@@ -131,7 +131,7 @@ def _seed_values(rows: list[dict]) -> dict[tuple, dict[int, dict[str, float]]]:
     random control, trained at the set's lr)."""
     by = defaultdict(lambda: defaultdict(dict))
     for c in rows:
-        vals = by[_setting(c) + (c["noise"], c["rate"], c["ipc"])][c["seed"]]
+        vals = by[setting_of(c) + (c["noise"], c["rate"], c["ipc"])][c["seed"]]
         ev = c["evals"]
         if "full_noisy" in ev:
             vals.setdefault("full noisy", float(ev["full_noisy"]["acc_mean"]))
@@ -210,7 +210,7 @@ def other_rows_table(rows: list[dict]) -> list[str]:
             elif role in ROLES:
                 continue
             key_ipc = None if role.startswith("baselines.") else (c["method"], c["ipc"])
-            key = (_setting_name(_setting(c)), _noise_name(c), role, key_ipc)
+            key = (setting_slug(setting_of(c)), noise_slug(c), role, key_ipc)
             if key_ipc is None:  # a baseline is trained once per group (one seed) and shared by its cells
                 if c["cell_group"] in seen[key]:
                     continue
@@ -224,7 +224,7 @@ def other_rows_table(rows: list[dict]) -> list[str]:
     for key, evs in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
         setting, noise, role, mi = key
         lines.append(f"| {setting} | {noise} | {role} | {labels[key]} | {'–' if mi is None else f'{mi[0]}, {mi[1]}'} | "
-                     f"{_pct(_pool(evs))} |")
+                     f"{_pct(pool_runs(evs))} |")
     return lines + [""]
 
 
@@ -242,7 +242,7 @@ def selection_table(rows: list[dict]) -> list[str]:
             for name, s in (row.value.get("selection") or {}).items():
                 if s.get("precision") is not None:
                     ipc = None if row.role.startswith(("full_noisy", "baselines.")) else (c["method"], c["ipc"])
-                    pooled[(_setting_name(_setting(c)), _noise_name(c), row.label if ipc is None else row.role, ipc, name)].append(s)
+                    pooled[(setting_slug(setting_of(c)), noise_slug(c), row.label if ipc is None else row.role, ipc, name)].append(s)
     if not pooled:
         return []
 
