@@ -362,6 +362,18 @@ def test_resume_after_killed_driver(data_root, tmp_path, capsys):
 
     assert cli.main(["study", str(path), "--out", str(out), "--list"]) == 0
     assert "3 finished" in capsys.readouterr().out
+    # the killed sitting is kept, interrupted: its cells and its wall time up to the last of them
+    from ddlnl.study.store import read_study
+
+    killed, rerun = read_study(out)[0]["runs"]
+    finished_then = [r["finished_at"] for r in before.values() if r["status"] == "finished"]
+    assert killed["status"] == "interrupted" and killed["ran"] == len(finished_then) >= 1
+    assert killed["wall_s"] == pytest.approx(max(finished_then) - killed["started"])
+    assert rerun["status"] == "finished" and rerun["ran"] == 3 - len(finished_then) and rerun["wall_s"] > 0
+    from ddlnl.study.report import write_report
+
+    md = write_report(out, tmp_path / "report", dpi=40)["markdown"].read_text()
+    assert "| interrupted |" in md and "Wall time over 2 sittings:" in md and "(1 interrupted" in md
 
 
 def test_processes_executor_runs_two_cells_in_parallel(data_root, tmp_path):

@@ -382,6 +382,7 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
     try:
         store.set_meta("study", {"name": spec.name, "description": spec.description, "source": spec.source})
         store.sync_cells(spec.name, spec.cells, out_dirs)
+        sitting = store.begin_sitting(ex.name)
         by_id = {c.id: c for c in spec.cells}
         running: dict[str, object] = {}
         if hasattr(ex, "reattach"):  # jobs an earlier (killed) driver submitted and the cluster still runs
@@ -471,8 +472,7 @@ def run_study(spec: StudySpec, out: str | Path, executor: str = "local", max_wor
         summary = {"study": spec.name, "cells": len(spec.cells), "finished": len(rows), "failed": len(failed),
                    "skipped": skipped, "ran": done_now, "wall_s": wall, "executor": ex.name,
                    "overhead_s_mean": (sum(overheads) / len(overheads)) if overheads else None}
-        runs = store.get_meta("runs", [])
-        store.set_meta("runs", runs + [summary | {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
+        store.end_sitting(sitting, summary)
         log(f"[study] {summary['finished']}/{summary['cells']} cells finished ({done_now} now, {skipped} skipped), "
             f"{len(failed)} failed, {wall:.1f} s wall"
             + (f", runner overhead {summary['overhead_s_mean']:.2f} s per cell" if overheads else ""))

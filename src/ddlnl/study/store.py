@@ -116,6 +116,31 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    # -- sittings: one entry per `ddlnl study` invocation ----------------------------------
+    def begin_sitting(self, executor: str) -> dict:
+        """Record a driver's start in meta ``runs``; an earlier entry still ``running`` is a driver that was killed:
+        it becomes ``interrupted``, with the cells that finished while it ran and its wall time up to the last of
+        them (a lower bound). Returns the new entry (:meth:`end_sitting` completes it)."""
+        runs, now = self.get_meta("runs", []), time.time()
+        for i, r in enumerate(runs):
+            if r.get("status") == "running":
+                until = runs[i + 1]["started"] if i + 1 < len(runs) else now
+                done = [t for (t,) in self.conn.execute(
+                    "SELECT finished_at FROM cells WHERE status = 'finished' AND finished_at >= ? AND finished_at < ?",
+                    (r["started"], until))]
+                r.update(status="interrupted", ran=len(done), wall_s=(max(done) - r["started"]) if done else 0.0)
+        entry = {"started": now, "at": _utc(now), "executor": executor, "status": "running"}
+        self.set_meta("runs", runs + [entry])
+        return entry
+
+    def end_sitting(self, entry: dict, summary: dict) -> None:
+        """Complete the entry :meth:`begin_sitting` made with the driver's summary."""
+        runs = self.get_meta("runs", [])
+        for r in runs:
+            if r.get("started") == entry["started"]:
+                r.update(summary, status="finished", ended=_utc(time.time()))
+        self.set_meta("runs", runs)
+
     # -- cells -----------------------------------------------------------------------------
     def sync_cells(self, study: str, cells, out_dirs: dict[str, Path]) -> None:
         """Insert new cells as pending; a cell whose config changed goes back to pending."""
@@ -242,3 +267,7 @@ def read_study(folder: str | Path) -> tuple[dict, list[dict], list[dict]]:
         for k in ("accs", "per_class", "confusion"):
             e[k] = json.loads(e[k]) if e[k] else None
     return meta, cells, evals
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

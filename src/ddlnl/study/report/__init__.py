@@ -70,6 +70,25 @@ __all__ = ["CONTROL_NAMES", "FULL_NOISY_COLOUR", "FULL_NOISY_LABEL", "RANDOM_COL
            "write_report"]
 
 
+def sittings_table(runs: list[dict]) -> list[str]:
+    """Each `ddlnl study` invocation (meta ``runs``) and the study's wall time over all of them. A driver that was
+    killed is ``interrupted``: its cells and wall time count up to the last cell it finished."""
+    lines = ["Study sittings (each `ddlnl study` invocation; an interrupted one was killed, and its wall time runs to the "
+             "last cell it finished, a lower bound):", "",
+             "| started (UTC) | executor | status | cells finished | skipped | failed | wall (s) | runner overhead per cell (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        when = r.get("at", "") if "started" in r else f"{r.get('at', '')} (its end)"  # entries before 2026-12-07 kept their end
+        lines.append(f"| {when} | {r.get('executor')} | {r.get('status', 'finished')} | {_num(r.get('ran'), 'd')} | "
+                     f"{_num(r.get('skipped'), 'd')} | {_num(r.get('failed'), 'd')} | {_num(r.get('wall_s'), '.1f')} | "
+                     f"{_num(r.get('overhead_s_mean'))} |")
+    timed = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+    interrupted = sum(r.get("status") == "interrupted" for r in runs)
+    lines += ["", f"Wall time over {len(timed)} sitting{'s' if len(timed) != 1 else ''}: {sum(timed) / 3600:.2f} h"
+                  + (f" ({interrupted} interrupted, counted to their last finished cell)" if interrupted else "") + ".", ""]
+    return lines
+
+
 # -- the report ---------------------------------------------------------------------------
 
 def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: int = 200, svg: bool = False) -> dict:
@@ -114,11 +133,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None, *, dpi: i
         lines += [study["description"], ""]
     lines += [f"Cells: {len(all_cells)} ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}).", ""]
     if runs:
-        lines += ["Study runs (wall time of each `ddlnl study` invocation):", "",
-                  "| when (UTC) | executor | ran | skipped | failed | wall (s) | runner overhead per cell (s) |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r.get('at', '')} | {r.get('executor')} | {r.get('ran')} | {r.get('skipped')} | {r.get('failed')} | {r.get('wall_s', 0):.1f} | "
-                  f"{_num(r.get('overhead_s_mean'))} |" for r in runs]
-        lines.append("")
+        lines += sittings_table(runs)
     if ov:
         lines += [(f"Runner overhead (cell wall time minus `run_experiment`'s own time: process start, imports, copying shared "
                    f"stages, database writes): mean {np.mean(ov):.2f} s, max {np.max(ov):.2f} s per cell."), ""]
