@@ -124,7 +124,7 @@ class Store:
         runs, now = self.get_meta("runs", []), time.time()
         for i, r in enumerate(runs):
             if r.get("status") == "running":
-                until = runs[i + 1]["started"] if i + 1 < len(runs) else now
+                until = runs[i + 1].get("started", now) if i + 1 < len(runs) else now
                 done = [t for (t,) in self.conn.execute(
                     "SELECT finished_at FROM cells WHERE status = 'finished' AND finished_at >= ? AND finished_at < ?",
                     (r["started"], until))]
