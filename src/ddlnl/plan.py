@@ -515,13 +515,12 @@ def plan(spec: ExperimentSpec) -> Plan:
     soft = caps.soft_labels and opts.get("soft_labels", True)
     learned = caps.learned_lr and ev.get("use_learned_lr", True)
 
-    suffix = "_native" if spec.eval_protocol == "native" else ""  # as run.py names a protocol's evaluation stages
 
     def evaluation(name: str, size, saved_as: str, model=eval_net, stage="evaluate", note=""):
         stages.append(Stage(stage, name, f"{_plural(runs, 'run')} x {epochs} epochs x {_n(size)} images", _mul(runs, epochs, size),
                             match={"net": _net(model), "px": px},
                             shape=_eval_shape(size, bool(train.get("compile", False)), train.get("batch_size", 256),
-                                              train.get("augment", "dsa")), kind="evaluate", note=note, saved_as=saved_as + suffix))
+                                              train.get("augment", "dsa")), kind="evaluate", note=note, saved_as=saved_as + spec.stage_suffix))
 
     evaluation("random control", n_syn, "random")
     evaluation(f"distilled set ({spec.method})", set_size, "distilled")

@@ -140,7 +140,6 @@ class _Pipeline:
         self.checkpoint_every_s = checkpoint_every_s
         self.preset = spec.resolved.preset
         self.device = resolve_device(spec.device)
-        self.suffix = "_native" if spec.eval_protocol == "native" else ""  # native-protocol stages sit beside the common ones
         self.sets: dict[str, SyntheticSet] = {}
         self.watch = watch  # (quick evaluation every N iterations, TensorBoard writer or None)
         self.timings = {"experts": 0.0, "distill": 0.0, "evaluate": 0.0, "baselines": 0.0}
@@ -345,7 +344,7 @@ class _Pipeline:
             return self.to_evaluate(self.load_set(role), role, lr=lr), finish
 
         key = self.set_key(dist, cleaned=role in FROM_KEPT) | {"evaluation": self.spec.evaluation_key()} | ({} if lr is None else {"lr": lr})
-        return _Evaluation((stage or role) + self.suffix, key, prepare)
+        return _Evaluation((stage or role) + self.spec.stage_suffix, key, prepare)
 
     def control_evaluations(self, distiller) -> tuple[dict, list[tuple[tuple[str, ...], "_Evaluation"]]]:
         """Hard-label, cross-architecture and init-only controls of the distilled set: the skipped ones
@@ -355,7 +354,7 @@ class _Pipeline:
         key = self.set_key(distiller, cleaned=True) | {"evaluation": self.spec.evaluation_key(), "control_lr": "the distilled set's"}
 
         def control(path: tuple[str, ...], name: str, extra_key: dict, prepare) -> None:
-            items.append((path, _Evaluation(f"control_{name}{self.suffix}", key | extra_key, prepare)))
+            items.append((path, _Evaluation(f"control_{name}{self.spec.stage_suffix}", key | extra_key, prepare)))
             place = controls
             for part in path[:-1]:
                 place = place.setdefault(part, {})

@@ -115,6 +115,11 @@ class ExperimentSpec:
         return cls(noise=noise, seed=seed, **kwargs)
 
     # -- what the spec resolves to --------------------------------------------------------
+    @property
+    def stage_suffix(self) -> str:
+        """Appended to every evaluation stage's name: a native-protocol stage sits beside the common one, never over it."""
+        return "_native" if self.eval_protocol == "native" else ""
+
     @cached_property
     def resolved(self) -> ResolvedPreset:
         preset, applied = apply_overrides(self._own_blocks(load_preset(self.preset)), list(self.overrides))
