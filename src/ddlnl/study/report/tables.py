@@ -104,7 +104,8 @@ def markdown_tables(agg: list[dict]) -> list[str]:
         title = f"{setting_title((ds, imb, preset))}: {family_title(ds, fam)}"
         cols = ["noise", "realised rate", "full noisy"] + [f"{name} IPC {i}" for i in ipcs for name in ["random", *methods_at[i]]]
         lines += [f"### {title}", "", ("Test accuracy (%): mean ± std over all evaluation runs of all seeds; with several seeds, "
-                                            "[± the 95 % t-interval of the mean over seeds]."), "",
+                                            "[± the 95 % t-interval of the mean over seeds]. The random column trains at the recipe's lr; "
+                                            "a method's random control at its set's learned lr is under the other rows."), "",
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for rate, noise in levels:
             sub = [r for r in rs if r["rate"] == rate and r["noise"] == noise]
