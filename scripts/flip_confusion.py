@@ -10,6 +10,10 @@ source classes and on the others, and the share of source-class test images it p
 the flip target.
 
     python scripts/flip_confusion.py runs/asym/cells/*/result.json
+    python scripts/flip_confusion.py --over-seeds runs/findings/cells/cifar10-asymmetric-0.4-seed*-quick-datm-ipc10/result.json
+
+``--over-seeds`` prints one line per training set instead of one per run: each figure's mean
+over the runs given (one per seed) and the half-width of its 95 % t-interval.
 
 Only CIFAR-10's flip table is known (``ddlnl.data.noise.CIFAR10_ASYMMETRIC_FLIPS``).
 """
@@ -42,8 +46,13 @@ def flip_profile(confusion, flips: dict[int, int]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", type=Path, help="result.json files of runs or study cells")
+    ap.add_argument("--over-seeds", action="store_true",
+                    help="one line per training set: mean over the given runs (one per seed) and 95 %% t-interval")
     args = ap.parse_args()
     results = [(path, read_result(path)) for path in args.results]
+    if args.over_seeds:
+        print_over_seeds(results)
+        return
     print("| run | noise | training set | test acc (%) | acc on flipped classes (%) | acc on the others (%) "
           "| flipped-class test images predicted as the flip target (%) |")
     print("|---|---|---|---|---|---|---|")
@@ -57,6 +66,33 @@ def main() -> None:
             p = flip_profile(ev["confusion"], CIFAR10_ASYMMETRIC_FLIPS)
             print(f"| {path.parent.name} | {label} | {name} | {100 * p['acc']:.2f} | {100 * p['acc_source']:.2f} "
                   f"| {100 * p['acc_rest']:.2f} | {100 * p['to_target']:.2f} |")
+
+
+def print_over_seeds(results: list[tuple[Path, dict]]) -> None:
+    """Each training set's flip profile, averaged over the runs that hold it (seeds of one cell)."""
+    from ddlnl.study.report.rows import seed_interval
+
+    profiles: dict[tuple[str, str, str], dict[int, dict]] = {}
+    for _, result in results:
+        noise = result.get("noise") or {}
+        label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
+        for row in evaluated_rows(result, include_skipped=False):
+            per_seed = profiles.setdefault((label, result["method"], row.label), {})  # a row's lr is its cell's
+            if result["seed"] in per_seed:
+                raise SystemExit(f"two runs of seed {result['seed']} hold {row.label!r}: give one run per seed")
+            per_seed[result["seed"]] = flip_profile(row.value["confusion"], CIFAR10_ASYMMETRIC_FLIPS)
+    print("| noise | cell's method | training set | seeds | test acc (%) | acc on flipped classes (%) | acc on the others (%) "
+          "| flipped-class test images predicted as the flip target (%) |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def cell(values: list[float]) -> str:
+        half = seed_interval(values)
+        return f"{100 * np.mean(values):.2f}" + ("" if half is None else f" ± {100 * half:.2f}")
+
+    for (label, method, name), per_seed in profiles.items():
+        seeds = sorted(per_seed)
+        figures = [cell([per_seed[s][k] for s in seeds]) for k in ("acc", "acc_source", "acc_rest", "to_target")]
+        print(f"| {label} | {method} | {name} | {', '.join(map(str, seeds))} | " + " | ".join(figures) + " |")
 
 
 def read_result(path: Path) -> dict:

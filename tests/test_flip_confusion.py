@@ -32,3 +32,28 @@ def test_a_file_that_is_not_a_result_is_refused_by_name(tmp_path):
     bad.write_text(json.dumps({"dataset": "cifar10", "method": "dm", "ipc": 10, "results": []}))
     with pytest.raises(SystemExit, match="no results.full_noisy, results.random, results.distilled"):
         flip_confusion.read_result(bad)
+
+
+def _result(seed: int, acc_distilled: float) -> dict:
+    """A 10-class result whose rows predict every test image as its true class, except that the
+    distilled set sends a share ``1 - acc_distilled`` of every class to class 0."""
+    def row(acc):
+        c = np.eye(10) * 100 * acc
+        c[:, 0] += 100 * (1 - acc)
+        return {"acc_mean": float(np.trace(c) / c.sum()), "confusion": c.tolist()}
+    return {"dataset": "cifar10", "method": "datm", "ipc": 10, "seed": seed, "noise": {"type": "asymmetric", "nominal_rate": 0.4},
+            "results": {"full_noisy": row(1.0), "random": row(1.0), "distilled": row(acc_distilled)}}
+
+
+def test_over_seeds_averages_each_training_set_and_refuses_a_repeated_seed(capsys, tmp_path):
+    flip_confusion.print_over_seeds([(tmp_path / "a", _result(0, 0.8)), (tmp_path / "b", _result(1, 0.6))])
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "| datm, IPC 10 |" in ln)
+    # class 0 keeps all its images (82 % and 64 % overall); truck (9) -> automobile (1) is a flip and no truck goes to 1
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "0, 1"
+    mean_acc, half = (float(x) for x in cells[4].split(" ± "))
+    assert mean_acc == pytest.approx(73.0) and half == pytest.approx(12.706 * np.std([82.0, 64.0], ddof=1) / np.sqrt(2), abs=0.01)
+    assert cells[7].startswith("0.00")
+    with pytest.raises(SystemExit, match="two runs of seed 0"):
+        flip_confusion.print_over_seeds([(tmp_path / "a", _result(0, 0.8)), (tmp_path / "b", _result(0, 0.6))])
