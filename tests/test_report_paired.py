@@ -21,6 +21,7 @@ FULL = {0: 0.50, 1: 0.52, 2: 0.48}
 DISTILLED = {"datm": {0: 0.40, 1: 0.41, 2: 0.42}, "dm": {0: 0.30, 1: 0.32, 2: 0.34}}
 RANDOM = {"datm": {0: 0.20, 1: 0.21, 2: 0.19}, "dm": {0: 0.28, 1: 0.34, 2: 0.33}}  # dm − random: +2, −2, +1
 HARD = {0: 0.35, 1: 0.37, 2: 0.36}
+INIT = {0: 0.33, 1: 0.32, 2: 0.34}  # datm's init only − its random control: +13, +11, +15 points
 GCE = {0: 0.55, 1: 0.60, 2: 0.65}
 
 
@@ -30,7 +31,7 @@ def _ev(acc: float) -> dict:
 
 def _result(cell) -> dict:
     s, m = cell.seed, cell.method
-    controls = {"hard_labels": _ev(HARD[s])} if m == "datm" else {}
+    controls = {"hard_labels": _ev(HARD[s]), "init_only": _ev(INIT[s])} if m == "datm" else {}
     return {"dataset": cell.dataset, "method": m, "ipc": cell.ipc,
             "noise": {"type": cell.noise, "nominal_rate": cell.rate, "actual_rate": cell.rate, "seed": s},
             "results": {"full_noisy": _ev(FULL[s]), "baselines": {"ce": _ev(FULL[s]), "gce": _ev(GCE[s])},
@@ -72,6 +73,10 @@ def test_differences_are_paired_by_seed_with_a_t_interval(rows):
     # a method is compared only with the controls its cells have
     assert _find(diffs, "datm", rp.CONTROL_NAMES["controls.hard_labels"])["mean"] == pytest.approx(0.05)
     assert not [d for d in diffs if d["a"] == "dm" and d["b"] == rp.CONTROL_NAMES["controls.hard_labels"]]
+    # the selection alone: the init-only control against the random control, both the cell's own
+    selection = _find(diffs, f"datm {rp.CONTROL_NAMES['controls.init_only']}", rp.CONTROL_NAMES["random"])
+    assert np.allclose(list(selection["per_seed"].values()), [0.13, 0.11, 0.15]) and _verdict(selection) == "above"
+    assert not [d for d in diffs if d["a"].startswith("dm ")]  # dm's cells have no init-only control
 
 
 def test_one_seed_gives_no_interval(rows):

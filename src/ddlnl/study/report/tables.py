@@ -147,7 +147,8 @@ def _seed_values(rows: list[dict]) -> dict[tuple, dict[int, dict[str, float]]]:
 def paired_differences(rows: list[dict]) -> list[dict]:
     """The comparisons a finding rests on, each paired by seed: a seed fixes the noise realisation and the
     full-noisy baseline that every row of that seed shares, so the per-seed difference removes what the
-    seeds have in common. For each method: minus the full noisy set, minus each of its controls; for each
+    seeds have in common. For each method: minus the full noisy set, minus each of its controls, and its
+    init-only control minus its random control (what the starting set's selection alone adds); for each
     pair of methods at one IPC: their difference. Mean over seeds and its 95 % t-interval (seeds with both
     rows only)."""
     out = []
@@ -156,6 +157,8 @@ def paired_differences(rows: list[dict]) -> list[dict]:
         methods = sorted({m for v in seeds.values() for m in v if isinstance(m, str) and m != "full noisy"})
         pairs = [(m, "full noisy") for m in methods]
         pairs += [(m, (m, name)) for m in methods for name in CONTROL_NAMES.values()]
+        # what the starting set alone adds over real images drawn at random, both at the set's lr
+        pairs += [((m, CONTROL_NAMES["controls.init_only"]), (m, CONTROL_NAMES["random"])) for m in methods]
         pairs += [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
         for a, b in pairs:
             per_seed = {s: v[a] - v[b] for s, v in sorted(seeds.items()) if a in v and b in v}
@@ -164,7 +167,8 @@ def paired_differences(rows: list[dict]) -> list[dict]:
             diffs = list(per_seed.values())
             ci = seed_interval(diffs)
             mean = float(np.mean(diffs))
-            out.append({"setting": (ds, imb, preset), "noise": noise, "rate": rate, "ipc": ipc, "a": a,
+            out.append({"setting": (ds, imb, preset), "noise": noise, "rate": rate, "ipc": ipc,
+                        "a": a if isinstance(a, str) else f"{a[0]} {a[1]}",
                         "b": b if isinstance(b, str) else b[1], "per_seed": per_seed, "mean": mean, "ci95": ci,
                         "interval": None if ci is None else (mean - ci, mean + ci)})
     return out
