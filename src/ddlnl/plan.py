@@ -515,7 +515,6 @@ def plan(spec: ExperimentSpec) -> Plan:
     soft = caps.soft_labels and opts.get("soft_labels", True)
     learned = caps.learned_lr and ev.get("use_learned_lr", True)
 
-
     def evaluation(name: str, size, saved_as: str, model=eval_net, stage="evaluate", note=""):
         stages.append(Stage(stage, name, f"{_plural(runs, 'run')} x {epochs} epochs x {_n(size)} images", _mul(runs, epochs, size),
                             match={"net": _net(model), "px": px},
