@@ -57,8 +57,7 @@ def main() -> None:
           "| flipped-class test images predicted as the flip target (%) |")
     print("|---|---|---|---|---|---|---|")
     for path, result in results:
-        noise = result.get("noise") or {}
-        label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
+        label = noise_label(result)
         for row in evaluated_rows(result):
             name, ev = row.label, row.value
             if "confusion" not in ev:
@@ -74,8 +73,7 @@ def print_over_seeds(results: list[tuple[Path, dict]]) -> None:
 
     profiles: dict[tuple[str, str, str], dict[int, dict]] = {}
     for _, result in results:
-        noise = result.get("noise") or {}
-        label = f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
+        label = noise_label(result)
         for row in evaluated_rows(result, include_skipped=False):
             per_seed = profiles.setdefault((label, result["method"], row.label), {})  # a row's lr is its cell's
             if result["seed"] in per_seed:
@@ -93,6 +91,12 @@ def print_over_seeds(results: list[tuple[Path, dict]]) -> None:
         seeds = sorted(per_seed)
         figures = [cell([per_seed[s][k] for s in seeds]) for k in ("acc", "acc_source", "acc_rest", "to_target")]
         print(f"| {label} | {method} | {name} | {', '.join(map(str, seeds))} | " + " | ".join(figures) + " |")
+
+
+def noise_label(result: dict) -> str:
+    """The run's noise as a table shows it, e.g. ``asymmetric 0.4``."""
+    noise = result.get("noise") or {}
+    return f"{noise.get('type')} {noise.get('nominal_rate', '')}".strip()
 
 
 def read_result(path: Path) -> dict:
