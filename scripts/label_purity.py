@@ -34,17 +34,17 @@ def main() -> None:
     ap.add_argument("sets", nargs="+", help="SyntheticSet files made of real training images")
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--noise", default="symmetric")
-    ap.add_argument("--rate", type=float, default=0.4)
+    ap.add_argument("--rate", type=float, default=None, help="noise rate (default: the noise's own; none for CIFAR-N sets)")
     ap.add_argument("--noise-seed", type=int, default=0)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--sources", default=None, help="set of unmodified training images the sets' slots started from")
     args = ap.parse_args()
-    data = prepare_data(args.dataset, NoiseSpec(args.noise, args.rate, args.noise_seed), load_preset(args.preset),
-                        data_root=args.data_root, seed=args.noise_seed)
+    noise = NoiseSpec.create(args.noise, args.rate, args.noise_seed)
+    data = prepare_data(args.dataset, noise, load_preset(args.preset), data_root=args.data_root, seed=args.noise_seed)
     train = data.x_train.float().flatten(1)
     noisy, clean = np.asarray(data.noisy.labels), np.asarray(data.splits.train.labels)
-    print(f"{args.dataset} {args.noise} {args.rate}: {len(noisy)} training images, {(noisy != clean).mean():.1%} noisy labels")
+    print(f"{args.dataset} {noise.name}: {len(noisy)} training images, {(noisy != clean).mean():.1%} noisy labels")
     sources = None
     if args.sources:
         sources, why = match_training_images(SyntheticSet.load(args.sources).images, train)
